@@ -1,0 +1,8 @@
+"""triggerstream: an event-stream processor for behavioral offer triggers."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("triggerstream")
+except PackageNotFoundError:  # running from a source tree that was not installed
+    __version__ = "0+unknown"

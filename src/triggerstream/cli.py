@@ -1,0 +1,325 @@
+"""The ``triggerstream`` command line (DESIGN.md section 9).
+
+Every command reads its settings once, from ``TRIGGERSTREAM_*`` and its flags (a flag
+wins). Problems a user can fix are one line on stderr with the fix, and exit status 2
+for unusable settings, arguments or an unreachable broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import signal
+import socket
+import sys
+from collections.abc import Callable, Coroutine
+from typing import IO, Any, TypeVar
+
+import click
+import orjson
+from pydantic import ValidationError
+
+from triggerstream import kafka
+from triggerstream.events import INPUT_TOPICS, MAX_EVENT_BYTES, InvalidEvent, validate_event
+from triggerstream.settings import Settings
+from triggerstream.topics import load_topics
+
+F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+
+
+def fail(message: str, status: int = 2) -> None:
+    """One line on stderr, then exit: for problems the user can fix."""
+    click.echo(f"triggerstream: {message}", err=True)
+    sys.exit(status)
+
+
+def build_settings(**flags: Any) -> Settings:
+    """Settings from the environment, with the flags that were given on top."""
+    overrides = {name: value for name, value in flags.items() if value is not None}
+    try:
+        return Settings(**overrides)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"TRIGGERSTREAM_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+            if e["loc"]
+            else e["msg"].removeprefix("Value error, ")
+            for e in error.errors(include_url=False)
+        )
+        fail(f"invalid settings: {problems}")
+        raise AssertionError("unreachable") from None
+
+
+def kafka_flags(command: F) -> F:
+    """The flags every command that talks to Kafka takes."""
+    command = click.option(
+        "--topic-prefix",
+        default=None,
+        help="Prepended to every topic name [env TRIGGERSTREAM_TOPIC_PREFIX].",
+    )(command)
+    return click.option(
+        "--bootstrap",
+        "kafka_bootstrap",
+        default=None,
+        metavar="HOST:PORT",
+        help="Kafka bootstrap servers [env TRIGGERSTREAM_KAFKA_BOOTSTRAP, default localhost:9092].",
+    )(command)
+
+
+def run(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine; Kafka problems become one line and exit status 2."""
+    try:
+        return asyncio.run(coroutine)
+    except kafka.KafkaUnavailable as error:
+        fail(str(error))
+        raise AssertionError("unreachable") from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="triggerstream")
+def main() -> None:
+    """triggerstream: behavioral offer triggers from Kafka event streams.
+
+    Product services publish usage, purchase, support and profile events; triggerstream
+    keeps per-user state, evaluates rules, applies a suppression policy, picks a channel
+    and publishes offer triggers for in-app, push and email services.
+    """
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    # aiokafka logs each failed connection attempt at ERROR; the commands report the
+    # outcome themselves in one line with the fix, so its retries are only noise here.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+
+
+# --- broker --------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--port", default=9092, show_default=True, help="Port on 127.0.0.1 to listen on.")
+def broker(port: int) -> None:
+    """Run an embedded Kafka-protocol broker (Tansu) for development and tests.
+
+    It listens on 127.0.0.1 only and keeps every record IN MEMORY ONLY: everything is
+    lost when it stops. Retention and cleanup policies are ignored. Runs in the
+    foreground until Ctrl-C. For anything that must survive a restart, use Apache Kafka.
+    """
+    from triggerstream.broker import BrokerNotAvailable, EmbeddedBroker
+
+    if not _port_is_free(port):
+        fail(f"port {port} on 127.0.0.1 is in use; pick another with --port")
+    embedded = EmbeddedBroker(port)
+    try:
+        embedded.start()
+    except BrokerNotAvailable as error:
+        fail(str(error))
+    signal.signal(signal.SIGTERM, lambda *_: embedded.stop())
+    click.echo(
+        f"embedded broker (Tansu, in memory only) ready on {embedded.bootstrap} "
+        f"in {embedded.start_seconds:.2f}s; log: {embedded.log_path}; Ctrl-C stops it",
+        err=True,
+    )
+    try:
+        status = embedded.wait()
+    except KeyboardInterrupt:
+        embedded.stop()
+        status = 0
+    click.echo("embedded broker stopped; its data is gone", err=True)
+    sys.exit(0 if status in (0, -signal.SIGTERM) else status)
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+# --- topics --------------------------------------------------------------------------
+
+
+@main.group()
+def topics() -> None:
+    """Provision the topics of topics/topics.yaml."""
+
+
+@topics.command("create")
+@kafka_flags
+@click.option(
+    "--partitions",
+    type=click.IntRange(1, 10_000),
+    default=None,
+    help="Partitions of every topic [env TRIGGERSTREAM_PARTITIONS, default from topics.yaml].",
+)
+def topics_create(**flags: Any) -> None:
+    """Create every topic that does not exist yet (idempotent).
+
+    Existing topics are left as they are; a partition count that differs from the
+    declared one is reported, and unequal input topics fail the command (the worker
+    needs them equal).
+    """
+    settings = build_settings(**flags)
+    outcomes = run(kafka.create_topics(settings, load_topics()))
+    for outcome in outcomes:
+        note = {
+            "created": "created",
+            "exists": "exists, unchanged",
+            "exists-with-other-partitions": "EXISTS WITH OTHER PARTITION COUNT, unchanged",
+        }[outcome.action]
+        click.echo(f"{outcome.name:<40} {outcome.partitions:>5} partitions  {note}")
+    created = sum(o.action == "created" for o in outcomes)
+    click.echo(
+        f"{created} created, {len(outcomes) - created} already there, on "
+        f"{settings.kafka_bootstrap}",
+        err=True,
+    )
+    inputs = {o.partitions for o in outcomes if o.name in {settings.topic(t) for t in INPUT_TOPICS}}
+    if len(inputs) > 1:
+        fail(
+            "input topics have different partition counts "
+            f"({', '.join(map(str, sorted(inputs)))}); the worker needs them equal: "
+            "add partitions with kafka-topics --alter so they match",
+            status=1,
+        )
+
+
+# --- produce -------------------------------------------------------------------------
+
+
+@main.command()
+@kafka_flags
+@click.argument("file", type=click.File("rb"))
+@click.option(
+    "--topic",
+    default=None,
+    help="Send every line to this topic (name without prefix) instead of each line's 'topic'.",
+)
+@click.option(
+    "--no-validate",
+    is_flag=True,
+    help="Send lines as they are, even invalid ones (to exercise events.dlq).",
+)
+def produce(file: IO[bytes], topic: str | None, no_validate: bool, **flags: Any) -> None:
+    """Publish events from a JSON Lines FILE ('-' for stdin), keyed by user_id.
+
+    Each line is an event envelope; its "topic" field (as in replay files) picks the
+    input topic unless --topic is given, and is not part of the published value. Every
+    line is checked first: if any is invalid, each problem is listed with its line
+    number and nothing is sent (exit status 1).
+    """
+    settings = build_settings(**flags)
+    messages: list[tuple[str, bytes | None, bytes]] = []
+    problems: list[str] = []
+    for number, raw in enumerate(file, start=1):
+        line = raw.strip()
+        if not line:
+            continue
+        try:
+            messages.append(_message(line, topic, validate=not no_validate))
+        except InvalidEvent as error:
+            problems.append(f"line {number}: {error.reason}")
+    if problems:
+        for problem in problems[:20]:
+            click.echo(problem, err=True)
+        more = f" ({len(problems) - 20} more not shown)" if len(problems) > 20 else ""
+        fail(f"{len(problems)} invalid line(s){more}; nothing was sent", status=1)
+    messages = [(settings.topic(t), key, value) for t, key, value in messages]
+    sent = run(kafka.produce(settings, messages))
+    destinations = sorted({t for t, _, _ in messages})
+    click.echo(
+        f"produced {sent} event(s) to {', '.join(destinations) or 'no topic'} "
+        f"on {settings.kafka_bootstrap}",
+        err=True,
+    )
+
+
+def _message(line: bytes, topic: str | None, validate: bool) -> tuple[str, bytes | None, bytes]:
+    """(topic, key, value) for one line; raises InvalidEvent."""
+    try:
+        document = orjson.loads(line)
+    except orjson.JSONDecodeError as error:
+        if not validate and topic is not None:
+            return topic, None, line
+        raise InvalidEvent("not_json", f"invalid JSON: {error}") from None
+    if not isinstance(document, dict):
+        if not validate and topic is not None:
+            return topic, None, line
+        raise InvalidEvent("not_object", "each line must be a JSON object")
+    destination = topic or document.pop("topic", None)
+    document.pop("topic", None)
+    if not isinstance(destination, str):
+        raise InvalidEvent("missing_field", 'no "topic" field; add one or pass --topic')
+    value = orjson.dumps(document)
+    if validate:
+        if destination not in INPUT_TOPICS:
+            raise InvalidEvent(
+                "unknown_topic",
+                f"{destination!r} is not an input topic ({', '.join(INPUT_TOPICS)}); "
+                "pass --no-validate to send it anyway",
+            )
+        if len(value) > MAX_EVENT_BYTES:
+            raise InvalidEvent("too_large", f"event is {len(value)} bytes; the limit is 64 KiB")
+        validate_event(destination, document)
+    user = document.get("user_id")
+    key = user.encode() if isinstance(user, str) else None
+    return destination, key, value
+
+
+# --- tail ----------------------------------------------------------------------------
+
+
+@main.command()
+@kafka_flags
+@click.argument("topic")
+@click.option("--from-beginning", is_flag=True, help="Start at the oldest record, not the end.")
+@click.option("--max-records", type=click.IntRange(min=1), default=None, help="Stop after N.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Stop after this many seconds without a new record [default: never].",
+)
+def tail(
+    topic: str,
+    from_beginning: bool,
+    max_records: int | None,
+    timeout: float | None,
+    **flags: Any,
+) -> None:
+    """Print the values of TOPIC (name without prefix), one JSON object a line.
+
+    Reads every partition without joining a consumer group, so it never takes records
+    from a worker. A value that is not JSON is printed as {"value_base64": ...}.
+    """
+    settings = build_settings(**flags)
+
+    async def follow() -> int:
+        count = 0
+        values = kafka.tail(settings, settings.topic(topic), from_beginning, timeout, max_records)
+        async for value in values:
+            sys.stdout.buffer.write(_printable(value) + b"\n")
+            sys.stdout.buffer.flush()
+            count += 1
+        return count
+
+    try:
+        count = run(follow())
+    except KeyboardInterrupt:
+        return
+    click.echo(f"{count} record(s) from {settings.topic(topic)}", err=True)
+
+
+def _printable(value: bytes | None) -> bytes:
+    if value is None:
+        return b"null"
+    try:
+        return orjson.dumps(orjson.loads(value))
+    except orjson.JSONDecodeError:
+        return orjson.dumps({"value_base64": base64.b64encode(value).decode()})
+
+
+if __name__ == "__main__":
+    main()

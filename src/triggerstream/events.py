@@ -1,0 +1,700 @@
+"""Input events: the envelope of DESIGN.md section 4 and the properties of every type.
+
+Every message on an input topic is one JSON object, the envelope
+``{event_id, user_id, type, occurred_at, properties}``. Each event type is a model of
+its own whose ``properties`` are typed; the five input topics each accept a
+discriminated union of their types. Anything a model refuses raises
+:class:`InvalidEvent`, which carries a short ``code`` (bounded, for metrics and
+summaries) and a ``reason`` a person can read.
+
+Validation is strict where a producer could be silently misread: strings must be JSON
+strings, integers JSON integers, booleans JSON booleans, and timestamps RFC 3339 strings
+with an offset. Unknown fields are ignored, so producers may add fields.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import zoneinfo
+from functools import cache
+from typing import Annotated, Any, ClassVar, Literal, TypeAlias
+
+import orjson
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
+
+MAX_EVENT_BYTES = 64 * 1024
+"""An encoded event larger than this is refused (``too_large``)."""
+
+EARLIEST_TIME = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+LATEST_TIME = dt.datetime(2100, 1, 1, tzinfo=dt.UTC)
+"""Timestamps outside [2000, 2100) are refused: they are clock or unit errors (seconds
+read as milliseconds, a zero date), and one of them would move stream time for good."""
+
+
+class InvalidEvent(ValueError):
+    """An input that cannot be used, with a bounded ``code`` and a readable ``reason``.
+
+    Codes: ``not_json``, ``not_object``, ``too_large``, ``unknown_topic``,
+    ``unknown_type``, ``missing_field``, ``wrong_type``, ``naive_timestamp``,
+    ``out_of_range``, ``invalid_value``.
+    """
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+# --- field types ---------------------------------------------------------------------
+
+
+def _require_timestamp_text(value: object) -> object:
+    # A number would be read as Unix seconds; producers that send milliseconds would
+    # land in the year 55000. Only RFC 3339 text (or a datetime from Python code) is
+    # accepted.
+    if isinstance(value, str | dt.datetime):
+        return value
+    raise ValueError("must be an RFC 3339 timestamp string with an offset")
+
+
+def _within_supported_time(value: dt.datetime) -> dt.datetime:
+    if not EARLIEST_TIME <= value < LATEST_TIME:
+        raise ValueError(
+            f"must be between {EARLIEST_TIME:%Y-%m-%d} and {LATEST_TIME:%Y-%m-%d} "
+            f"(got {value.isoformat()})"
+        )
+    return value
+
+
+def _known_timezone(value: str) -> str:
+    if value not in _timezone_names():
+        raise ValueError(f"must be an IANA time zone such as Europe/Paris (got {value!r})")
+    return value
+
+
+@cache
+def _timezone_names() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
+
+
+Timestamp: TypeAlias = Annotated[
+    AwareDatetime,
+    BeforeValidator(_require_timestamp_text),
+    AfterValidator(_within_supported_time),
+]
+Name: TypeAlias = Annotated[StrictStr, StringConstraints(min_length=1, max_length=128)]
+Text: TypeAlias = Annotated[StrictStr, StringConstraints(max_length=2000)]
+Quantity: TypeAlias = Annotated[StrictInt, Field(ge=1, le=1_000_000)]
+Amount: TypeAlias = Annotated[StrictInt | StrictFloat, Field(ge=0, allow_inf_nan=False)]
+Currency: TypeAlias = Annotated[StrictStr, StringConstraints(pattern=r"^[A-Z]{3}$")]
+Locale: TypeAlias = Annotated[
+    StrictStr, StringConstraints(pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")
+]
+Country: TypeAlias = Annotated[StrictStr, StringConstraints(pattern=r"^[A-Z]{2}$")]
+TimeZone: TypeAlias = Annotated[StrictStr, AfterValidator(_known_timezone)]
+Channel: TypeAlias = Literal["in_app", "push", "email"]
+BillingPeriod: TypeAlias = Literal["monthly", "annual"]
+AttributeValue: TypeAlias = StrictBool | StrictInt | StrictFloat | Text
+
+CHANNELS: tuple[Channel, ...] = ("in_app", "push", "email")
+
+
+class Properties(BaseModel):
+    """Base of every ``properties`` object: unknown fields ignored, values immutable."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class Envelope(BaseModel):
+    """Fields every input event carries. Subclasses add ``type`` and ``properties``."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, validate_default=True)
+
+    topic: ClassVar[str]
+    """The input topic (without prefix) that carries this type."""
+    short_topic: ClassVar[str]
+    """The topic's short name in rules: usage, purchase, support, profile, feedback."""
+    qualified_type: ClassVar[str]
+    """The type as rules name it: ``<short topic>.<type>``, e.g. ``usage.feature_used``."""
+
+    event_id: Name
+    user_id: Name
+    occurred_at: Timestamp
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        field = cls.model_fields.get("type")
+        if field is not None:
+            cls.qualified_type = f"{cls.short_topic}.{field.default}"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _properties_default_to_empty(cls, data: Any) -> Any:
+        # DESIGN section 4: `properties` defaults to {}; the type's own model then says
+        # which of its fields are required.
+        if isinstance(data, dict) and "properties" not in data:
+            return {**data, "properties": {}}
+        return data
+
+
+# --- usage-events --------------------------------------------------------------------
+
+
+class UsageEnvelope(Envelope):
+    topic: ClassVar[str] = "usage-events"
+    short_topic: ClassVar[str] = "usage"
+
+
+class FeatureUsedProperties(Properties):
+    feature: Name
+    quantity: Quantity = 1
+
+
+class QuotaUsageProperties(Properties):
+    resource: Name
+    used: Amount
+    limit: Annotated[StrictInt | StrictFloat, Field(gt=0, allow_inf_nan=False)]
+
+
+class LockedFeatureClickedProperties(Properties):
+    feature: Name
+    required_plan: Name | None = None
+
+
+class WorkflowStartedProperties(Properties):
+    workflow: Name
+    critical: StrictBool = False
+
+
+class WorkflowCompletedProperties(Properties):
+    workflow: Name
+
+
+class OnboardingStepCompletedProperties(Properties):
+    step: Name
+    index: Annotated[StrictInt, Field(ge=0, le=1000)] | None = None
+    total: Annotated[StrictInt, Field(ge=1, le=1000)] | None = None
+
+    @model_validator(mode="after")
+    def _index_within_total(self) -> OnboardingStepCompletedProperties:
+        if self.index is not None and self.total is not None and self.index > self.total:
+            raise ValueError(f"index {self.index} is past total {self.total}")
+        return self
+
+
+class SessionStartedProperties(Properties):
+    platform: Name | None = None
+
+
+class EmptyProperties(Properties):
+    pass
+
+
+class FeatureUsed(UsageEnvelope):
+    type: Literal["feature_used"] = "feature_used"
+    properties: FeatureUsedProperties
+
+
+class QuotaUsage(UsageEnvelope):
+    type: Literal["quota_usage"] = "quota_usage"
+    properties: QuotaUsageProperties
+
+
+class LockedFeatureClicked(UsageEnvelope):
+    type: Literal["locked_feature_clicked"] = "locked_feature_clicked"
+    properties: LockedFeatureClickedProperties
+
+
+class WorkflowStarted(UsageEnvelope):
+    type: Literal["workflow_started"] = "workflow_started"
+    properties: WorkflowStartedProperties
+
+
+class WorkflowCompleted(UsageEnvelope):
+    type: Literal["workflow_completed"] = "workflow_completed"
+    properties: WorkflowCompletedProperties
+
+
+class OnboardingStepCompleted(UsageEnvelope):
+    type: Literal["onboarding_step_completed"] = "onboarding_step_completed"
+    properties: OnboardingStepCompletedProperties
+
+
+class SessionStarted(UsageEnvelope):
+    type: Literal["session_started"] = "session_started"
+    properties: SessionStartedProperties = SessionStartedProperties()
+
+
+class SessionEnded(UsageEnvelope):
+    type: Literal["session_ended"] = "session_ended"
+    properties: EmptyProperties = EmptyProperties()
+
+
+# --- purchase-events -----------------------------------------------------------------
+
+
+class PurchaseEnvelope(Envelope):
+    topic: ClassVar[str] = "purchase-events"
+    short_topic: ClassVar[str] = "purchase"
+
+
+class OrderItem(Properties):
+    sku: Name
+    quantity: Quantity = 1
+    price: Amount
+    category: Name | None = None
+
+
+class CartItem(Properties):
+    sku: Name
+    quantity: Quantity = 1
+    price: Amount | None = None
+
+
+class OrderCompletedProperties(Properties):
+    order_id: Name
+    items: Annotated[list[OrderItem], Field(min_length=1, max_length=500)]
+    total: Amount
+    currency: Currency
+
+
+class CheckoutStartedProperties(Properties):
+    cart: Annotated[list[CartItem], Field(min_length=1, max_length=500)]
+
+
+class SubscriptionStartedProperties(Properties):
+    plan: Name
+    billing_period: BillingPeriod
+    price: Amount | None = None
+    currency: Currency | None = None
+    renews_at: Timestamp | None = None
+
+
+class SubscriptionRenewedProperties(Properties):
+    plan: Name
+    billing_period: BillingPeriod
+    renews_at: Timestamp | None = None
+
+
+class SubscriptionCancelledProperties(Properties):
+    plan: Name
+
+
+class TrialStartedProperties(Properties):
+    plan: Name
+    trial_ends_at: Timestamp
+
+
+class OrderCompleted(PurchaseEnvelope):
+    type: Literal["order_completed"] = "order_completed"
+    properties: OrderCompletedProperties
+
+
+class CheckoutStarted(PurchaseEnvelope):
+    type: Literal["checkout_started"] = "checkout_started"
+    properties: CheckoutStartedProperties
+
+
+class SubscriptionStarted(PurchaseEnvelope):
+    type: Literal["subscription_started"] = "subscription_started"
+    properties: SubscriptionStartedProperties
+
+
+class SubscriptionRenewed(PurchaseEnvelope):
+    type: Literal["subscription_renewed"] = "subscription_renewed"
+    properties: SubscriptionRenewedProperties
+
+
+class SubscriptionCancelled(PurchaseEnvelope):
+    type: Literal["subscription_cancelled"] = "subscription_cancelled"
+    properties: SubscriptionCancelledProperties
+
+
+class TrialStarted(PurchaseEnvelope):
+    type: Literal["trial_started"] = "trial_started"
+    properties: TrialStartedProperties
+
+
+# --- support-events ------------------------------------------------------------------
+
+
+class SupportEnvelope(Envelope):
+    topic: ClassVar[str] = "support-events"
+    short_topic: ClassVar[str] = "support"
+
+
+class TicketOpenedProperties(Properties):
+    ticket_id: Name
+    category: Name | None = None
+    severity: Literal["low", "normal", "high", "urgent"] | None = None
+
+
+class TicketResolvedProperties(Properties):
+    ticket_id: Name
+    category: Name | None = None
+
+
+class NpsSubmittedProperties(Properties):
+    score: Annotated[StrictInt, Field(ge=0, le=10)]
+    comment: Text | None = None
+
+
+class TicketOpened(SupportEnvelope):
+    type: Literal["ticket_opened"] = "ticket_opened"
+    properties: TicketOpenedProperties
+
+
+class TicketResolved(SupportEnvelope):
+    type: Literal["ticket_resolved"] = "ticket_resolved"
+    properties: TicketResolvedProperties
+
+
+class NpsSubmitted(SupportEnvelope):
+    type: Literal["nps_submitted"] = "nps_submitted"
+    properties: NpsSubmittedProperties
+
+
+# --- profile-events ------------------------------------------------------------------
+
+
+class ProfileEnvelope(Envelope):
+    topic: ClassVar[str] = "profile-events"
+    short_topic: ClassVar[str] = "profile"
+
+
+class ProfileUpdatedProperties(Properties):
+    first_name: Annotated[StrictStr, StringConstraints(max_length=128)] | None = None
+    locale: Locale | None = None
+    country: Country | None = None
+    timezone: TimeZone | None = None
+    plan: Name | None = None
+    attributes: Annotated[dict[Name, AttributeValue], Field(max_length=64)] | None = None
+
+
+class ConsentUpdatedProperties(Properties):
+    channel: Channel
+    granted: StrictBool
+
+
+class PreferencesUpdatedProperties(Properties):
+    offers_opt_out: StrictBool | None = None
+    snooze_all_until: Timestamp | None = None
+
+
+class ProfileUpdated(ProfileEnvelope):
+    type: Literal["profile_updated"] = "profile_updated"
+    properties: ProfileUpdatedProperties = ProfileUpdatedProperties()
+
+
+class ConsentUpdated(ProfileEnvelope):
+    type: Literal["consent_updated"] = "consent_updated"
+    properties: ConsentUpdatedProperties
+
+
+class PreferencesUpdated(ProfileEnvelope):
+    type: Literal["preferences_updated"] = "preferences_updated"
+    properties: PreferencesUpdatedProperties = PreferencesUpdatedProperties()
+
+
+class ErasureRequested(ProfileEnvelope):
+    type: Literal["erasure_requested"] = "erasure_requested"
+    properties: EmptyProperties = EmptyProperties()
+
+
+# --- offer-feedback ------------------------------------------------------------------
+
+
+class FeedbackEnvelope(Envelope):
+    topic: ClassVar[str] = "offer-feedback"
+    short_topic: ClassVar[str] = "feedback"
+
+
+class OfferFeedbackProperties(Properties):
+    trigger_id: Name
+    offer_id: Name
+    channel: Channel
+
+
+class OfferSnoozedProperties(OfferFeedbackProperties):
+    until: Timestamp
+
+
+class UnsubscribedProperties(Properties):
+    channel: Channel
+
+
+class OfferDelivered(FeedbackEnvelope):
+    type: Literal["offer_delivered"] = "offer_delivered"
+    properties: OfferFeedbackProperties
+
+
+class OfferShown(FeedbackEnvelope):
+    type: Literal["offer_shown"] = "offer_shown"
+    properties: OfferFeedbackProperties
+
+
+class OfferClicked(FeedbackEnvelope):
+    type: Literal["offer_clicked"] = "offer_clicked"
+    properties: OfferFeedbackProperties
+
+
+class OfferDismissed(FeedbackEnvelope):
+    type: Literal["offer_dismissed"] = "offer_dismissed"
+    properties: OfferFeedbackProperties
+
+
+class OfferSnoozed(FeedbackEnvelope):
+    type: Literal["offer_snoozed"] = "offer_snoozed"
+    properties: OfferSnoozedProperties
+
+
+class Unsubscribed(FeedbackEnvelope):
+    type: Literal["unsubscribed"] = "unsubscribed"
+    properties: UnsubscribedProperties
+
+
+# --- the topics and their unions -----------------------------------------------------
+
+UsageEvent: TypeAlias = Annotated[
+    FeatureUsed
+    | QuotaUsage
+    | LockedFeatureClicked
+    | WorkflowStarted
+    | WorkflowCompleted
+    | OnboardingStepCompleted
+    | SessionStarted
+    | SessionEnded,
+    Field(discriminator="type"),
+]
+PurchaseEvent: TypeAlias = Annotated[
+    OrderCompleted
+    | CheckoutStarted
+    | SubscriptionStarted
+    | SubscriptionRenewed
+    | SubscriptionCancelled
+    | TrialStarted,
+    Field(discriminator="type"),
+]
+SupportEvent: TypeAlias = Annotated[
+    TicketOpened | TicketResolved | NpsSubmitted, Field(discriminator="type")
+]
+ProfileEvent: TypeAlias = Annotated[
+    ProfileUpdated | ConsentUpdated | PreferencesUpdated | ErasureRequested,
+    Field(discriminator="type"),
+]
+FeedbackEvent: TypeAlias = Annotated[
+    OfferDelivered | OfferShown | OfferClicked | OfferDismissed | OfferSnoozed | Unsubscribed,
+    Field(discriminator="type"),
+]
+Event: TypeAlias = (
+    FeatureUsed
+    | QuotaUsage
+    | LockedFeatureClicked
+    | WorkflowStarted
+    | WorkflowCompleted
+    | OnboardingStepCompleted
+    | SessionStarted
+    | SessionEnded
+    | OrderCompleted
+    | CheckoutStarted
+    | SubscriptionStarted
+    | SubscriptionRenewed
+    | SubscriptionCancelled
+    | TrialStarted
+    | TicketOpened
+    | TicketResolved
+    | NpsSubmitted
+    | ProfileUpdated
+    | ConsentUpdated
+    | PreferencesUpdated
+    | ErasureRequested
+    | OfferDelivered
+    | OfferShown
+    | OfferClicked
+    | OfferDismissed
+    | OfferSnoozed
+    | Unsubscribed
+)
+
+EVENT_UNIONS: dict[str, Any] = {
+    "usage-events": UsageEvent,
+    "purchase-events": PurchaseEvent,
+    "support-events": SupportEvent,
+    "profile-events": ProfileEvent,
+    "offer-feedback": FeedbackEvent,
+}
+"""Input topic name (without prefix) to the union of the event types it carries."""
+
+INPUT_TOPICS: tuple[str, ...] = tuple(EVENT_UNIONS)
+
+SHORT_TOPIC_NAMES: dict[str, str] = {
+    "usage": "usage-events",
+    "purchase": "purchase-events",
+    "support": "support-events",
+    "profile": "profile-events",
+    "feedback": "offer-feedback",
+}
+"""The short names rules use in ``<short>.<type>`` to the topic names."""
+
+
+def _event_classes() -> dict[str, type[Envelope]]:
+    return {
+        event_cls.qualified_type: event_cls
+        for topic_cls in Envelope.__subclasses__()
+        for event_cls in topic_cls.__subclasses__()
+    }
+
+
+EVENT_TYPES: dict[str, type[Envelope]] = _event_classes()
+"""Every event type by its qualified name (``usage.feature_used``) to its model."""
+
+_ADAPTERS: dict[str, TypeAdapter[Any]] = {
+    topic: TypeAdapter(union) for topic, union in EVENT_UNIONS.items()
+}
+_TYPES_BY_TOPIC: dict[str, tuple[str, ...]] = {
+    topic: tuple(
+        qualified.split(".", 1)[1] for qualified, cls in EVENT_TYPES.items() if cls.topic == topic
+    )
+    for topic in INPUT_TOPICS
+}
+
+
+# --- decoding ------------------------------------------------------------------------
+
+
+def decode_event(topic: str, raw: bytes) -> Event:
+    """Validate the raw bytes of one message of input ``topic`` into its event model.
+
+    Raises :class:`InvalidEvent` for anything unusable, and nothing else.
+    """
+    adapter = _adapter(topic)
+    if len(raw) > MAX_EVENT_BYTES:
+        raise InvalidEvent(
+            "too_large", f"event is {len(raw)} bytes; the limit is {MAX_EVENT_BYTES} (64 KiB)"
+        )
+    try:
+        event: Event = adapter.validate_json(raw)
+    except ValidationError as error:
+        raise _explain(topic, error) from None
+    return event
+
+
+def validate_event(topic: str, value: object) -> Event:
+    """Validate an already parsed JSON value (a dict) as an event of input ``topic``.
+
+    Used where the JSON was parsed for another reason first (replay lines carry their
+    topic inside). The size limit is the caller's to check on the raw text.
+    """
+    adapter = _adapter(topic)
+    try:
+        event: Event = adapter.validate_python(value)
+    except ValidationError as error:
+        raise _explain(topic, error) from None
+    return event
+
+
+def encode_event(event: Envelope) -> bytes:
+    """The JSON bytes of an event as it goes on the wire (no ``topic`` field)."""
+    data = event.model_dump_json(exclude_none=True).encode()
+    if len(data) > MAX_EVENT_BYTES:
+        raise InvalidEvent(
+            "too_large", f"event is {len(data)} bytes; the limit is {MAX_EVENT_BYTES} (64 KiB)"
+        )
+    return data
+
+
+def _adapter(topic: str) -> TypeAdapter[Any]:
+    try:
+        return _ADAPTERS[topic]
+    except KeyError:
+        raise InvalidEvent(
+            "unknown_topic",
+            f"unknown input topic {topic!r}; input topics are {', '.join(INPUT_TOPICS)}",
+        ) from None
+
+
+# pydantic error types -> our bounded codes. Anything not listed is ``invalid_value``.
+_CODES: dict[str, str] = {
+    "json_invalid": "not_json",
+    "json_type": "not_json",
+    "missing": "missing_field",
+    "union_tag_not_found": "missing_field",
+    "union_tag_invalid": "unknown_type",
+    "timezone_aware": "naive_timestamp",
+    "greater_than": "out_of_range",
+    "greater_than_equal": "out_of_range",
+    "less_than": "out_of_range",
+    "less_than_equal": "out_of_range",
+    "finite_number": "out_of_range",
+}
+
+
+def _explain(topic: str, error: ValidationError) -> InvalidEvent:
+    """Turn pydantic's errors into one code and one readable sentence."""
+    details = error.errors(include_url=False)
+    first = details[0]
+    kind = first["type"]
+    loc = _path(first["loc"])
+    if kind in ("model_type", "model_attributes_type", "dict_type") and not loc:
+        return InvalidEvent("not_object", "event must be a JSON object")
+    if kind == "union_tag_invalid":
+        got = (first.get("ctx") or {}).get("tag", "")
+        known = ", ".join(_TYPES_BY_TOPIC[topic])
+        return InvalidEvent("unknown_type", f"unknown type {got!r} on {topic}; known: {known}")
+    if kind == "union_tag_not_found":
+        return InvalidEvent("missing_field", "type: field required")
+    code = _CODES.get(kind)
+    if code is None:
+        code = "wrong_type" if kind.endswith(("_type", "_parsing")) else "invalid_value"
+    if kind == "value_error" and "timestamp string" in first["msg"]:
+        code = "wrong_type"
+    if kind == "value_error" and "must be between" in first["msg"]:
+        code = "out_of_range"
+    sentences = [_sentence(d) for d in details[:3]]
+    more = f" (and {len(details) - 3} more)" if len(details) > 3 else ""
+    return InvalidEvent(code, "; ".join(sentences) + more)
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    # A discriminated union puts the tag first (("feature_used", "properties", ...)):
+    # the reader knows the type already, so it is left out.
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in _ALL_TAGS:
+        parts = parts[1:]
+    return ".".join(parts)
+
+
+_ALL_TAGS = frozenset(q.split(".", 1)[1] for q in EVENT_TYPES)
+
+
+def _sentence(detail: Any) -> str:
+    where = _path(detail["loc"]) or "event"
+    message = str(detail["msg"])
+    message = message.removeprefix("Value error, ")
+    if detail["type"] == "missing":
+        return f"{where}: field required"
+    shown = "" if "(got " in message else _shown(detail.get("input"))
+    return f"{where}: {message[0].lower()}{message[1:]}" + (f" (got {shown})" if shown else "")
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, dict | list) or value is None:
+        return ""
+    text = orjson.dumps(value, default=str).decode() if not isinstance(value, bytes) else ""
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -1,0 +1,220 @@
+"""Talking to Kafka: waiting for a broker, provisioning topics, producing and tailing.
+
+The commands of DESIGN.md section 9 are thin wrappers over these coroutines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
+
+from triggerstream.settings import Settings
+from triggerstream.topics import TopicSpec
+
+_TOPIC_ALREADY_EXISTS = 36
+
+
+class KafkaUnavailable(RuntimeError):
+    """The broker could not be reached or refused what was asked; the message says which."""
+
+
+async def wait_for_broker(
+    bootstrap: str,
+    within: float,
+    process: subprocess.Popen[bytes] | None = None,
+    options: dict[str, Any] | None = None,
+) -> None:
+    """Return once a metadata request to ``bootstrap`` succeeds.
+
+    Gives up after ``within`` seconds, or at once if ``process`` (the broker being
+    started) has exited.
+    """
+    deadline = time.monotonic() + within
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise KafkaUnavailable(f"the broker exited with status {process.returncode}")
+        admin = AIOKafkaAdminClient(
+            **(options or {"bootstrap_servers": bootstrap}), request_timeout_ms=2000
+        )
+        try:
+            await admin.start()
+            await admin.list_topics()
+            return
+        except (KafkaError, OSError) as error:
+            last_error = error
+        finally:
+            await admin.close()
+        await asyncio.sleep(0.1)
+    raise KafkaUnavailable(f"no metadata answer within {within:g}s (last error: {last_error})")
+
+
+class Admin:
+    """An admin client that fails with one clear line when the broker is unreachable."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._client = AIOKafkaAdminClient(**settings.kafka_options())
+
+    async def __aenter__(self) -> Admin:
+        try:
+            await asyncio.wait_for(self._client.start(), self.settings.request_timeout)
+        except (KafkaError, OSError, TimeoutError) as error:
+            await self._client.close()
+            raise unreachable(self.settings, error) from None
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._client.close()
+
+    async def topic_partitions(self) -> dict[str, int]:
+        """Every topic on the cluster with its partition count."""
+        names = await self._client.list_topics()
+        if not names:
+            return {}
+        described = await self._client.describe_topics(list(names))
+        return {t["topic"]: len(t["partitions"]) for t in described if t["error_code"] == 0}
+
+    async def create(self, topics: Iterable[NewTopic]) -> None:
+        new = list(topics)
+        if not new:
+            return
+        response = await self._client.create_topics(new)
+        failures = [
+            f"{name}: {message or code}"
+            for name, code, message in response.topic_errors
+            if code not in (0, _TOPIC_ALREADY_EXISTS)
+        ]
+        if failures:
+            raise KafkaUnavailable("the broker refused to create " + "; ".join(failures))
+
+
+def unreachable(settings: Settings, error: BaseException) -> KafkaUnavailable:
+    detail = str(error) or type(error).__name__
+    return KafkaUnavailable(
+        f"cannot reach Kafka at {settings.kafka_bootstrap} ({detail}); is the broker running? "
+        "Set TRIGGERSTREAM_KAFKA_BOOTSTRAP or --bootstrap to its address."
+    )
+
+
+def _new_topic(name: str, partitions: int, replicas: int, configs: dict[str, str]) -> NewTopic:
+    # aiokafka's NewTopic wrongly demands replica assignments with replication factor -1
+    # (the broker's default, CreateTopics v4+); an empty assignment passes its check and
+    # sends nothing extra.
+    assignments: dict[int, list[int]] | None = {} if replicas == -1 else None
+    return NewTopic(name, partitions, replicas, assignments, configs)
+
+
+@dataclass(frozen=True)
+class TopicOutcome:
+    """What `topics create` did with one topic."""
+
+    name: str
+    partitions: int
+    action: str  # created | exists | exists-with-other-partitions
+
+
+async def create_topics(settings: Settings, specs: Iterable[TopicSpec]) -> list[TopicOutcome]:
+    """Create every missing topic; leave existing ones as they are (idempotent)."""
+    wanted = [
+        (settings.topic(spec.name), settings.partitions or spec.partitions, spec) for spec in specs
+    ]
+    async with Admin(settings) as admin:
+        existing = await admin.topic_partitions()
+        await admin.create(
+            _new_topic(name, partitions, settings.replication_factor, spec.configs())
+            for name, partitions, spec in wanted
+            if name not in existing
+        )
+    outcomes = []
+    for name, partitions, _spec in wanted:
+        if name not in existing:
+            outcomes.append(TopicOutcome(name, partitions, "created"))
+        elif existing[name] == partitions:
+            outcomes.append(TopicOutcome(name, existing[name], "exists"))
+        else:
+            outcomes.append(TopicOutcome(name, existing[name], "exists-with-other-partitions"))
+    return outcomes
+
+
+async def produce(settings: Settings, messages: Iterable[tuple[str, bytes | None, bytes]]) -> int:
+    """Send ``(topic, key, value)`` messages and wait for every acknowledgement."""
+    producer = AIOKafkaProducer(**settings.kafka_options(), linger_ms=5, acks="all")
+    try:
+        await asyncio.wait_for(producer.start(), settings.request_timeout)
+    except (KafkaError, OSError, TimeoutError) as error:
+        await producer.stop()
+        raise unreachable(settings, error) from None
+    sent = 0
+    try:
+        pending = []
+        for topic, key, value in messages:
+            pending.append(await producer.send(topic, value=value, key=key))
+            sent += 1
+            if len(pending) >= 1000:
+                await asyncio.gather(*pending)
+                pending.clear()
+        await asyncio.gather(*pending)
+    except KafkaError as error:
+        raise KafkaUnavailable(f"producing failed after {sent} messages: {error}") from None
+    finally:
+        await producer.stop()
+    return sent
+
+
+async def tail(
+    settings: Settings,
+    topic: str,
+    from_beginning: bool,
+    idle_timeout: float | None,
+    max_records: int | None,
+) -> AsyncIterator[bytes | None]:
+    """Values of ``topic`` as they arrive, across all its partitions, without a group.
+
+    Stops after ``max_records`` values, or when ``idle_timeout`` seconds pass without one.
+    """
+    consumer = AIOKafkaConsumer(**settings.kafka_options(), enable_auto_commit=False, group_id=None)
+    try:
+        await asyncio.wait_for(consumer.start(), settings.request_timeout)
+    except (KafkaError, OSError, TimeoutError) as error:
+        await consumer.stop()
+        raise unreachable(settings, error) from None
+    try:
+        partitions = (
+            consumer.partitions_for_topic(topic) if topic in await consumer.topics() else None
+        )
+        if not partitions:
+            raise KafkaUnavailable(
+                f"topic {topic!r} does not exist on {settings.kafka_bootstrap}; "
+                "create the topics first with `triggerstream topics create`"
+            )
+        assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(assigned)
+        if from_beginning:
+            await consumer.seek_to_beginning(*assigned)
+        else:
+            await consumer.seek_to_end(*assigned)
+        seen = 0
+        last = time.monotonic()
+        while max_records is None or seen < max_records:
+            if idle_timeout is not None and time.monotonic() - last >= idle_timeout:
+                return
+            wait = 0.5 if idle_timeout is None else min(0.5, idle_timeout)
+            batches = await consumer.getmany(timeout_ms=int(wait * 1000), max_records=500)
+            for records in batches.values():
+                for record in records:
+                    yield record.value
+                    seen += 1
+                    last = time.monotonic()
+                    if max_records is not None and seen >= max_records:
+                        return
+    finally:
+        await consumer.stop()

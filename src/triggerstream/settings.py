@@ -1,0 +1,108 @@
+"""Settings (DESIGN.md section 10): read once from the environment at the edge.
+
+Every setting is ``TRIGGERSTREAM_<NAME>`` in the environment, and commands that need one
+also take it as a flag (a flag wins). Secrets are ``SecretStr``: their ``repr`` and
+``str`` print asterisks, and :meth:`Settings.describe` leaves them out.
+"""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything a triggerstream process is configured with; frozen once built."""
+
+    model_config = SettingsConfigDict(env_prefix="TRIGGERSTREAM_", frozen=True, extra="ignore")
+
+    kafka_bootstrap: str = Field(
+        "localhost:9092", description="Kafka bootstrap servers, comma separated host:port."
+    )
+    rules: Path | None = Field(None, description="The rules file (YAML).")
+    data_dir: Path = Field(
+        Path("triggerstream-data"), description="Where the worker keeps RocksDB state."
+    )
+    topic_prefix: str = Field("", description="Prepended to every topic name, e.g. 'prod.'.")
+    partitions: int | None = Field(
+        None,
+        ge=1,
+        le=10_000,
+        description="Partitions for `topics create`, overriding topics/topics.yaml (8).",
+    )
+    replication_factor: int = Field(
+        -1,
+        description="Replicas for `topics create`; -1: the broker's default.replication.factor.",
+    )
+    web_port: int = Field(6066, ge=0, le=65535, description="Metrics and health port.")
+    processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
+    client_id: str = Field("triggerstream", min_length=1)
+    request_timeout: float = Field(
+        15.0, gt=0, description="Seconds to wait for a Kafka answer before giving up."
+    )
+
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = Field(None, description="CA bundle that signed the brokers.")
+    ssl_certfile: Path | None = Field(None, description="Client certificate (mutual TLS).")
+    ssl_keyfile: Path | None = Field(None, description="Client private key (mutual TLS).")
+    ssl_key_password: SecretStr | None = None
+    ssl_check_hostname: bool = True
+
+    @model_validator(mode="after")
+    def _security_is_complete(self) -> Settings:
+        uses_sasl = self.security_protocol.startswith("SASL")
+        if uses_sasl and not (self.sasl_mechanism and self.sasl_username and self.sasl_password):
+            raise ValueError(
+                f"TRIGGERSTREAM_SECURITY_PROTOCOL={self.security_protocol} needs "
+                "TRIGGERSTREAM_SASL_MECHANISM, TRIGGERSTREAM_SASL_USERNAME and "
+                "TRIGGERSTREAM_SASL_PASSWORD"
+            )
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("TRIGGERSTREAM_SSL_CERTFILE and TRIGGERSTREAM_SSL_KEYFILE go together")
+        return self
+
+    def topic(self, name: str) -> str:
+        """The broker-side name of a topic: the prefix, then its DESIGN name."""
+        return f"{self.topic_prefix}{name}"
+
+    def kafka_options(self) -> dict[str, Any]:
+        """Connection keyword arguments for aiokafka clients (producer, consumer, admin)."""
+        options: dict[str, Any] = {
+            "bootstrap_servers": self.kafka_bootstrap,
+            "client_id": self.client_id,
+            "security_protocol": self.security_protocol,
+            "request_timeout_ms": int(self.request_timeout * 1000),
+        }
+        if self.security_protocol.startswith("SASL"):
+            assert self.sasl_password is not None  # checked by _security_is_complete
+            options["sasl_mechanism"] = self.sasl_mechanism
+            options["sasl_plain_username"] = self.sasl_username
+            options["sasl_plain_password"] = self.sasl_password.get_secret_value()
+        if self.security_protocol.endswith("SSL"):
+            options["ssl_context"] = self.ssl_context()
+        return options
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """A TLS context from the CA, certificate and key files."""
+        context = ssl.create_default_context(
+            cafile=str(self.ssl_cafile) if self.ssl_cafile else None
+        )
+        context.check_hostname = self.ssl_check_hostname
+        if self.ssl_certfile and self.ssl_keyfile:
+            password = self.ssl_key_password.get_secret_value() if self.ssl_key_password else None
+            context.load_cert_chain(str(self.ssl_certfile), str(self.ssl_keyfile), password)
+        return context
+
+    def describe(self) -> dict[str, Any]:
+        """The settings for logs and start-up banners, secrets left out."""
+        shown = self.model_dump(exclude={"sasl_password", "ssl_key_password"})
+        for secret in ("sasl_password", "ssl_key_password"):
+            shown[secret] = "(set)" if getattr(self, secret) is not None else None
+        return shown

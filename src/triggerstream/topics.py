@@ -1,0 +1,51 @@
+"""The topic declarations of ``topics/topics.yaml`` (DESIGN.md section 3)."""
+
+from __future__ import annotations
+
+import importlib.resources
+from functools import cache
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from triggerstream.durations import Duration
+
+
+class TopicSpec(BaseModel):
+    """One topic as declared: what it carries, how many partitions, how long it is kept."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    direction: Literal["in", "out"]
+    key: str = "user_id"
+    partitions: int = Field(ge=1)
+    retention: Duration
+    cleanup_policy: Literal["delete", "compact"]
+    records: list[str]
+    description: str
+
+    def configs(self) -> dict[str, str]:
+        """Broker-side topic configs."""
+        return {
+            "cleanup.policy": self.cleanup_policy,
+            "retention.ms": str(int(self.retention.total_seconds() * 1000)),
+        }
+
+
+def topics_dir() -> Path:
+    """The ``topics/`` folder: inside the installed wheel, or at the repository top."""
+    packaged = importlib.resources.files("triggerstream").joinpath("topics")
+    if packaged.is_dir():
+        return Path(str(packaged))
+    return Path(__file__).resolve().parents[2] / "topics"
+
+
+@cache
+def load_topics(path: Path | None = None) -> tuple[TopicSpec, ...]:
+    """Every declared topic, in file order."""
+    path = path or topics_dir() / "topics.yaml"
+    document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    return tuple(TopicSpec(name=name, **fields) for name, fields in document["topics"].items())
