@@ -34,6 +34,7 @@ from pydantic import (
     StringConstraints,
     TypeAdapter,
     ValidationError,
+    WithJsonSchema,
     model_validator,
 )
 
@@ -49,7 +50,7 @@ read as milliseconds, a zero date), and one of them would move stream time for g
 class InvalidEvent(ValueError):
     """An input that cannot be used, with a bounded ``code`` and a readable ``reason``.
 
-    Codes: ``not_json``, ``not_object``, ``too_large``, ``unknown_topic``,
+    Codes: ``not_json``, ``not_object``, ``too_large``, ``too_deep``, ``unknown_topic``,
     ``unknown_type``, ``missing_field``, ``wrong_type``, ``naive_timestamp``,
     ``out_of_range``, ``invalid_value``.
     """
@@ -92,10 +93,17 @@ def _timezone_names() -> frozenset[str]:
     return frozenset(zoneinfo.available_timezones())
 
 
+_RFC3339_IN_RANGE = (
+    r"^20[0-9]{2}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}(:[0-9]{2}([.,][0-9]+)?)?"
+    r"([Zz]|[+-][0-9]{2}:?[0-9]{2})$"
+)
+
 Timestamp: TypeAlias = Annotated[
     AwareDatetime,
     BeforeValidator(_require_timestamp_text),
     AfterValidator(_within_supported_time),
+    # Validators of other languages often skip `format`; the pattern says it anyway.
+    WithJsonSchema({"type": "string", "format": "date-time", "pattern": _RFC3339_IN_RANGE}),
 ]
 Name: TypeAlias = Annotated[StrictStr, StringConstraints(min_length=1, max_length=128)]
 Text: TypeAlias = Annotated[StrictStr, StringConstraints(max_length=2000)]
@@ -659,6 +667,8 @@ def _explain(topic: str, error: ValidationError) -> InvalidEvent:
         return InvalidEvent("unknown_type", f"unknown type {got!r} on {topic}; known: {known}")
     if kind == "union_tag_not_found":
         return InvalidEvent("missing_field", "type: field required")
+    if kind == "json_invalid" and "recursion limit" in first["msg"]:
+        return InvalidEvent("too_deep", "event nests arrays or objects too deeply to read")
     code = _CODES.get(kind)
     if code is None:
         code = "wrong_type" if kind.endswith(("_type", "_parsing")) else "invalid_value"

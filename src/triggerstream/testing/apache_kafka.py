@@ -342,6 +342,11 @@ class ApacheKafkaBroker:
             "share.coordinator.state.topic.replication.factor": "1",
             "share.coordinator.state.topic.min.isr": "1",
             "group.initial.rebalance.delay.ms": "0",
+            # After a SIGKILL the restarted broker cannot register until the controller
+            # expires its previous session (9s by default); faster heartbeats and a
+            # shorter session keep crash-restart tests quick.
+            "broker.heartbeat.interval.ms": "500",
+            "broker.session.timeout.ms": "3000",
         }
         return generated | self._extra_properties
 
