@@ -237,34 +237,39 @@ def produce(file: IO[bytes], topic: str | None, no_validate: bool, **flags: Any)
 
 
 def _message(line: bytes, topic: str | None, validate: bool) -> tuple[str, bytes | None, bytes]:
-    """(topic, key, value) for one line; raises InvalidEvent."""
+    """(topic, key, value) for one line; raises InvalidEvent.
+
+    Validated lines are sent without their "topic" field; with ``validate`` off the
+    line's bytes are sent exactly as they are.
+    """
     try:
         document = orjson.loads(line)
     except orjson.JSONDecodeError as error:
-        if not validate and topic is not None:
-            return topic, None, line
-        raise InvalidEvent("not_json", f"invalid JSON: {error}") from None
+        document = None
+        if validate or topic is None:
+            raise InvalidEvent("not_json", f"invalid JSON: {error}") from None
     if not isinstance(document, dict):
-        if not validate and topic is not None:
-            return topic, None, line
-        raise InvalidEvent("not_object", "each line must be a JSON object")
-    destination = topic or document.pop("topic", None)
-    document.pop("topic", None)
+        if validate or topic is None:
+            raise InvalidEvent("not_object", "each line must be a JSON object")
+        return topic, None, line
+    destination = topic or document.get("topic")
     if not isinstance(destination, str):
         raise InvalidEvent("missing_field", 'no "topic" field; add one or pass --topic')
-    value = orjson.dumps(document)
-    if validate:
-        if destination not in INPUT_TOPICS:
-            raise InvalidEvent(
-                "unknown_topic",
-                f"{destination!r} is not an input topic ({', '.join(INPUT_TOPICS)}); "
-                "pass --no-validate to send it anyway",
-            )
-        if len(value) > MAX_EVENT_BYTES:
-            raise InvalidEvent("too_large", f"event is {len(value)} bytes; the limit is 64 KiB")
-        validate_event(destination, document)
     user = document.get("user_id")
     key = user.encode() if isinstance(user, str) else None
+    if not validate:
+        return destination, key, line
+    if destination not in INPUT_TOPICS:
+        raise InvalidEvent(
+            "unknown_topic",
+            f"{destination!r} is not an input topic ({', '.join(INPUT_TOPICS)}); "
+            "pass --no-validate to send it anyway",
+        )
+    document.pop("topic", None)
+    value = orjson.dumps(document)
+    if len(value) > MAX_EVENT_BYTES:
+        raise InvalidEvent("too_large", f"event is {len(value)} bytes; the limit is 64 KiB")
+    validate_event(destination, document)
     return destination, key, value
 
 

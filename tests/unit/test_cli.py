@@ -1,0 +1,60 @@
+"""The command line without a broker: clear one-line errors and exit statuses."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from tests.conftest import free_port, run_cli
+
+
+def offline_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRIGGERSTREAM_")}
+    env["TRIGGERSTREAM_KAFKA_BOOTSTRAP"] = f"127.0.0.1:{free_port()}"
+    env.update(extra)
+    return env
+
+
+def test_an_unreachable_broker_is_one_line_with_the_address_and_exit_2() -> None:
+    env = offline_env()
+    for args in (["topics", "create"], ["tail", "usage-events", "--timeout", "1"]):
+        result = run_cli(*args, env=env)
+        assert result.returncode == 2
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, result.stderr
+        assert env["TRIGGERSTREAM_KAFKA_BOOTSTRAP"] in lines[0]
+        assert "cannot reach Kafka" in lines[0]
+        assert "TRIGGERSTREAM_KAFKA_BOOTSTRAP" in lines[0]
+
+
+def test_produce_to_an_unreachable_broker_fails_after_validating(tmp_path: Path) -> None:
+    path = tmp_path / "ok.jsonl"
+    path.write_text(
+        '{"topic": "usage-events", "event_id": "e", "user_id": "u", "type": "session_ended",'
+        ' "occurred_at": "2026-11-02T09:00:00Z"}\n'
+    )
+    result = run_cli("produce", str(path), env=offline_env())
+    assert result.returncode == 2
+    assert "cannot reach Kafka" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_invalid_settings_name_the_variable_and_exit_2() -> None:
+    result = run_cli(
+        "topics", "create", env=offline_env(TRIGGERSTREAM_PROCESSING_GUARANTEE="sometimes")
+    )
+    assert result.returncode == 2
+    assert "TRIGGERSTREAM_PROCESSING_GUARANTEE" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_missing_file_is_a_usage_error() -> None:
+    result = run_cli("produce", "/nonexistent/events.jsonl", env=offline_env())
+    assert result.returncode == 2
+    assert "does not exist" in result.stderr.lower() or "no such file" in result.stderr.lower()
+
+
+def test_the_broker_help_says_it_keeps_data_in_memory_only() -> None:
+    result = run_cli("broker", "--help", env=offline_env())
+    assert result.returncode == 0
+    assert "IN MEMORY ONLY" in result.stdout
