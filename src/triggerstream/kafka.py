@@ -181,6 +181,15 @@ async def tail(
 
     Stops after ``max_records`` values, or when ``idle_timeout`` seconds pass without one.
     """
+    # The admin client asks for the topic's metadata; a fresh consumer's own view of the
+    # cluster may not include a topic it has not subscribed to yet.
+    async with Admin(settings) as admin:
+        partitions = (await admin.topic_partitions()).get(topic)
+    if not partitions:
+        raise KafkaUnavailable(
+            f"topic {topic!r} does not exist on {settings.kafka_bootstrap}; "
+            "create the topics first with `triggerstream topics create`"
+        )
     consumer = AIOKafkaConsumer(**settings.kafka_options(), enable_auto_commit=False, group_id=None)
     try:
         await asyncio.wait_for(consumer.start(), settings.request_timeout)
@@ -188,15 +197,7 @@ async def tail(
         await consumer.stop()
         raise unreachable(settings, error) from None
     try:
-        partitions = (
-            consumer.partitions_for_topic(topic) if topic in await consumer.topics() else None
-        )
-        if not partitions:
-            raise KafkaUnavailable(
-                f"topic {topic!r} does not exist on {settings.kafka_bootstrap}; "
-                "create the topics first with `triggerstream topics create`"
-            )
-        assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
+        assigned = [TopicPartition(topic, p) for p in range(partitions)]
         consumer.assign(assigned)
         if from_beginning:
             await consumer.seek_to_beginning(*assigned)

@@ -133,6 +133,7 @@ def _download(root: Path, libs: Path) -> None:
             mvn,
             "--batch-mode",
             "--no-transfer-progress",
+            "-Dstyle.color=never",
             "-f",
             str(pom),
             "dependency:copy-dependencies",
@@ -395,7 +396,7 @@ class ApacheKafkaBroker:
         A SIGKILL skips the controlled shutdown, like a crash would.
         """
         if self._work_dir is None:
-            raise RuntimeError(f"{self!r} was never started")
+            raise RuntimeError(f"{self!r} has no data to restart on (never started, or removed)")
         self._terminate(kill=kill)
         return self.start(timeout)
 
@@ -521,3 +522,24 @@ def _stop_live_brokers() -> None:
     # A test run that ends without stop() (an error, Ctrl-C) must not leave JVMs behind.
     for broker in list(_LIVE_BROKERS):
         broker.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m triggerstream.testing.apache_kafka fetch|run``: download, or run one."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args == ["fetch"]:
+        libs = kafka_classpath()
+        print(f"Apache Kafka {KAFKA_VERSION}: {len(list(libs.glob('*.jar')))} jars in {libs}")
+        return 0
+    if args == ["run"]:
+        with ApacheKafkaBroker() as broker:
+            print(f"Apache Kafka {KAFKA_VERSION} on {broker.bootstrap}; Ctrl-C stops it")
+            with contextlib.suppress(KeyboardInterrupt):
+                signal.pause()
+        return 0
+    print("usage: python -m triggerstream.testing.apache_kafka fetch|run", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
