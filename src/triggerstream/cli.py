@@ -114,7 +114,10 @@ def broker(port: int) -> None:
         embedded.start()
     except BrokerNotAvailable as error:
         fail(str(error))
-    signal.signal(signal.SIGTERM, lambda *_: embedded.stop())
+    # SIGTERM stops it like Ctrl-C; SIGINT is set explicitly because a shell starts
+    # background jobs with it ignored.
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     click.echo(
         f"embedded broker (Tansu, in memory only) ready on {embedded.bootstrap} "
         f"in {embedded.start_seconds:.2f}s; log: {embedded.log_path}; Ctrl-C stops it",
@@ -126,7 +129,11 @@ def broker(port: int) -> None:
         embedded.stop()
         status = 0
     click.echo("embedded broker stopped; its data is gone", err=True)
-    sys.exit(0 if status in (0, -signal.SIGTERM) else status)
+    sys.exit(status if status > 0 else 0)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _port_is_free(port: int) -> bool:

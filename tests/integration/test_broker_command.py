@@ -8,10 +8,15 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import TRIGGERSTREAM, free_port, run_cli
 
 
-def test_broker_command_serves_a_round_trip_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_broker_command_serves_a_round_trip_and_stops_on_a_signal(
+    tmp_path: Path, stop_signal: signal.Signals
+) -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRIGGERSTREAM_")}
     env["TRIGGERSTREAM_KAFKA_BOOTSTRAP"] = f"127.0.0.1:{port}"
@@ -51,11 +56,11 @@ def test_broker_command_serves_a_round_trip_and_stops_on_ctrl_c(tmp_path: Path) 
         )
         assert '"event_id":"e-1"' in tailed.stdout
     finally:
-        broker.send_signal(signal.SIGINT)
+        broker.send_signal(stop_signal)
         status = broker.wait(timeout=15)
     assert status == 0
     assert "stopped" in (broker.stderr.read() if broker.stderr else "")
     began = time.monotonic()
     gone = run_cli("topics", "create", "--partitions", "1", env=env)
-    assert gone.returncode == 2, "the broker still answers after Ctrl-C"
+    assert gone.returncode == 2, "the broker still answers after being stopped"
     assert time.monotonic() - began < 30
