@@ -56,9 +56,26 @@ def free_port() -> int:
         return port
 
 
+_started: list[RunningBroker] = []
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for broker in _started:
+        terminalreporter.write_line(
+            f"test broker {broker.kind} at {broker.bootstrap} answered metadata "
+            f"{broker.start_seconds:.2f}s after it was started"
+        )
+
+
 @pytest.fixture(scope="session")
 def kafka_broker(request: pytest.FixtureRequest) -> Iterator[RunningBroker]:
     """The broker every integration test of this run talks to."""
+    for running in _run_broker(request):
+        _started.append(running)
+        yield running
+
+
+def _run_broker(request: pytest.FixtureRequest) -> Iterator[RunningBroker]:
     LOG_DIR.mkdir(exist_ok=True)
     if BROKER_KIND == "tansu":
         from triggerstream.broker import EmbeddedBroker
