@@ -36,6 +36,6 @@ def _parse(value: object) -> object:
 Duration: TypeAlias = Annotated[
     dt.timedelta,
     BeforeValidator(_parse),
-    PlainSerializer(format_duration, return_type=str),
+    PlainSerializer(format_duration, return_type=str, when_used="json"),
 ]
 """A pydantic field type that reads and writes ``<number><s|m|h|d>``."""

@@ -1,0 +1,90 @@
+"""Channel routing (DESIGN.md section 7): the first of a rule's channels that may be used.
+
+``in_app`` needs an open session with recent activity and in-app consent not withdrawn;
+``push`` and ``email`` need consent granted explicitly and no quiet hours. A frequency
+cap on a channel takes that channel out of the walk.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from functools import cache
+from zoneinfo import ZoneInfo
+
+from triggerstream.core.state import UserState
+from triggerstream.core.summaries import span
+from triggerstream.core.windows import count_in
+from triggerstream.rules.model import FrequencyCap, QuietHours
+
+
+class ChannelRouter:
+    def __init__(
+        self,
+        session_timeout: float,
+        quiet_hours: QuietHours | None,
+        channel_caps: list[FrequencyCap],
+    ) -> None:
+        self.session_timeout = session_timeout
+        self.quiet = quiet_hours.minutes if quiet_hours else None
+        self.caps = channel_caps
+
+    def choose(
+        self, channels: list[str], state: UserState, at: float
+    ) -> tuple[str | None, list[str]]:
+        """The channel to send on (None if none is left) and why earlier ones were
+        skipped, as ``"channel: reason"``."""
+        skipped: list[str] = []
+        for channel in channels:
+            reason = self.unavailable(channel, state, at)
+            if reason is None:
+                return channel, skipped
+            skipped.append(f"{channel}: {reason}")
+        return None, skipped
+
+    def unavailable(self, channel: str, state: UserState, at: float) -> str | None:
+        """Why ``channel`` cannot be used at ``at``, or None if it can."""
+        if channel == "in_app":
+            if state.consent.get("in_app") is False:
+                return "in-app consent withdrawn"
+            if not state.session_open:
+                return "no active session"
+            idle = at - state.last_seen_at if state.last_seen_at is not None else None
+            if idle is None or idle > self.session_timeout or idle < 0:
+                return (
+                    f"session idle for {span(idle)} (timeout {span(self.session_timeout)})"
+                    if idle is not None and idle > 0
+                    else "no activity in the session"
+                )
+        else:
+            consent = state.consent.get(channel)
+            if consent is None:
+                return "no consent given"
+            if consent is False:
+                return "consent withdrawn"
+            if self.quiet is not None:
+                local = self.local_time(state, at)
+                if _within(local.hour * 60 + local.minute, *self.quiet):
+                    zone = state.timezone or "UTC"
+                    return f"quiet hours ({local:%H:%M} {zone})"
+        for cap in self.caps:
+            if cap.channel == channel:
+                per = cap.per.total_seconds()
+                if count_in(state.sent, at, per, channel) >= cap.max:
+                    return f"cap of {cap.max} per {span(per)} reached"
+        return None
+
+    @staticmethod
+    def local_time(state: UserState, at: float) -> dt.datetime:
+        return dt.datetime.fromtimestamp(at, _zone(state.timezone or "UTC"))
+
+
+@cache
+def _zone(name: str) -> ZoneInfo:
+    return ZoneInfo(name)
+
+
+def _within(minute: int, start: int, end: int) -> bool:
+    """Whether a minute of the day is in quiet hours [start, end), across midnight too."""
+    if start < end:
+        return start <= minute < end
+    return minute >= start or minute < end

@@ -1,0 +1,728 @@
+"""The per-user engine: one event (or the clock) in, new state and decisions out.
+
+    engine = Engine(rules)
+    step = engine.process(user_id, state, event)     # an input event
+    step = engine.fire_due(user_id, state, now)      # timers due at or before `now`
+
+No I/O, no clock, no faust: the shells (replay, the worker) own files, topics, time and
+storage, and both call exactly this, so they decide alike. The order inside ``process``:
+drop a duplicate; update the user's facts; match every rule that listens to the event;
+decide the matches of this moment in priority order.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from triggerstream.core import summaries
+from triggerstream.core.conditions import compile_condition
+from triggerstream.core.ids import bucket, decision_id, erasure_decision_id, event_key, trigger_id
+from triggerstream.core.policy import Candidate, SuppressionPolicy, Verdict
+from triggerstream.core.recommend import CoPurchaseCounts
+from triggerstream.core.state import (
+    MAX_LISTED,
+    MAX_OWNED,
+    TIME_STATE_NAMES,
+    Timer,
+    UserState,
+    nps_category,
+    state_value,
+)
+from triggerstream.core.windows import add, total
+from triggerstream.events import Event
+from triggerstream.records import (
+    Attribution,
+    CausedBy,
+    Decision,
+    Offer,
+    OfferItem,
+    Personalization,
+    Trigger,
+    TriggerReason,
+)
+from triggerstream.rules.model import Experiment, Rule, RulesFile
+
+DAY = 86_400.0
+DEDUPE_WINDOW = DAY
+"""An event id seen for the same user within this much event time is a duplicate."""
+CRITICAL_WORKFLOW_MAX_AGE = DAY
+"""A critical workflow never completed stops holding offers back after this long."""
+
+ACTIVITY_EXCLUDED = frozenset({"usage.quota_usage"})
+
+
+@dataclass
+class Step:
+    """What one call of the engine produced. ``state`` is None after an erasure."""
+
+    state: UserState | None
+    decisions: list[Decision] = field(default_factory=list)
+    triggers: list[Trigger] = field(default_factory=list)
+    attributions: list[Attribution] = field(default_factory=list)
+    duplicate: bool = False
+
+
+@dataclass(slots=True)
+class Match:
+    """A rule match waiting for its decision."""
+
+    rule: CompiledRule
+    at: float
+    cause_id: str
+    cause_type: str
+    cause_at: float
+    due: float | None
+    facts: dict[str, Any]
+    summary: str
+    basket: tuple[str, ...] = ()
+
+
+class CompiledRule:
+    """A rule with its conditions compiled and its durations in seconds."""
+
+    def __init__(self, rule: Rule, order: int, rules: RulesFile) -> None:
+        self.rule = rule
+        self.id = rule.id
+        self.order = order
+        self.offer_id = rule.offer
+        self.offer = rules.offers[rule.offer]
+        self.kind = rule.trigger.kind
+        self.spec: Any = rule.trigger.spec
+        self.type: str | None = getattr(self.spec, "type", None)
+        self.priority = rule.priority
+        self.cooldown = rule.cooldown.total_seconds()
+        self.delay = rule.delay.total_seconds()
+        self.channels: list[str] = list(rule.channels)
+        self.where: list[tuple[str, Callable[[Any], bool]]] = [
+            (name, compile_condition(condition))
+            for name, condition in getattr(self.spec, "where", {}).items()
+        ]
+        self.profile: list[tuple[str, Callable[[Any], bool]]] = [
+            (name, compile_condition(condition, is_time=name in TIME_STATE_NAMES))
+            for name, condition in rule.profile.items()
+        ]
+        self.within = self.spec.within.total_seconds() if hasattr(self.spec, "within") else 0.0
+        self.experiment: Experiment | None = next(
+            (e for e in rules.experiments if e.rule == rule.id), None
+        )
+        self.noun = summaries.noun_for(self.type or "", getattr(self.spec, "where", {}))
+
+    def sort_key(self) -> tuple[int, int]:
+        return (-self.priority, self.order)
+
+    def where_holds(self, properties: Any) -> bool:
+        return all(check(getattr(properties, name, None)) for name, check in self.where)
+
+    def profile_holds(self, state: UserState) -> bool:
+        return all(check(state_value(state, name)) for name, check in self.profile)
+
+    def variant(self, user_id: str) -> str | None:
+        """The experiment variant of this user, by weight, deterministic per user."""
+        if self.experiment is None:
+            return None
+        point = bucket(self.experiment.id, user_id, 100)
+        cumulative = 0
+        for name, variant in self.experiment.variants.items():
+            cumulative += variant.weight
+            if point < cumulative:
+                return name
+        return None
+
+
+class Engine:
+    """Decides offers for one user at a time from the rules file."""
+
+    def __init__(self, rules: RulesFile, copurchases: CoPurchaseCounts | None = None) -> None:
+        self.rules = rules
+        self.copurchases = copurchases if copurchases is not None else CoPurchaseCounts()
+        self.policy = SuppressionPolicy(rules.policy)
+        self.compiled = [CompiledRule(rule, i, rules) for i, rule in enumerate(rules.rules)]
+        self.by_id = {rule.id: rule for rule in self.compiled}
+        self.on_type: dict[str, list[CompiledRule]] = {}
+        for rule in self.compiled:
+            if rule.type is not None:
+                self.on_type.setdefault(rule.type, []).append(rule)
+        self.quota_rules = [r for r in self.compiled if r.kind == "quota"]
+        self.nps_rules = [r for r in self.compiled if r.kind == "nps"]
+        self.deadline_rules = [r for r in self.compiled if r.kind == "deadline"]
+        self.inactivity_rules = [r for r in self.compiled if r.kind == "inactivity"]
+        self.attribution_window = rules.policy.attribution.window.total_seconds()
+        self._facts: dict[str, Callable[[UserState, Any, float], None]] = {
+            "usage.feature_used": _activity,
+            "usage.quota_usage": _nothing,
+            "usage.locked_feature_clicked": _activity,
+            "usage.workflow_started": _workflow_started,
+            "usage.workflow_completed": _workflow_completed,
+            "usage.onboarding_step_completed": _onboarding_step,
+            "usage.session_started": _session_started,
+            "usage.session_ended": _session_ended,
+            "purchase.order_completed": self._order_completed,
+            "purchase.checkout_started": _nothing,
+            "purchase.subscription_started": _subscription_started,
+            "purchase.subscription_renewed": _subscription_renewed,
+            "purchase.subscription_cancelled": _subscription_cancelled,
+            "purchase.trial_started": _trial_started,
+            "support.ticket_opened": _ticket_opened,
+            "support.ticket_resolved": _ticket_resolved,
+            "support.nps_submitted": _nps_submitted,
+            "profile.profile_updated": _profile_updated,
+            "profile.consent_updated": _consent_updated,
+            "profile.preferences_updated": _preferences_updated,
+            "feedback.offer_delivered": _nothing,
+            "feedback.offer_shown": _nothing,
+            "feedback.offer_clicked": _nothing,
+            "feedback.offer_dismissed": _offer_dismissed,
+            "feedback.offer_snoozed": _offer_snoozed,
+            "feedback.unsubscribed": _unsubscribed,
+        }
+
+    # --- the two entry points --------------------------------------------------------
+
+    def process(self, user_id: str, state: UserState | None, event: Event) -> Step:
+        """Apply one input event of ``user_id`` and decide what it triggers."""
+        state = state if state is not None else UserState()
+        at = event.occurred_at.timestamp()
+        key = event_key(event.event_id)
+        seen_at = state.seen.get(key)
+        if seen_at is not None and abs(at - seen_at) <= DEDUPE_WINDOW:
+            return Step(state, duplicate=True)
+        qualified = event.qualified_type
+        if qualified == "profile.erasure_requested":
+            return self._erase(user_id, event, at)
+        state.seen[key] = at
+        if at > state.latest_at:
+            state.latest_at = at
+            if len(state.seen) % 32 == 0:
+                horizon = at - DEDUPE_WINDOW
+                state.seen = {k: v for k, v in state.seen.items() if v >= horizon}
+        props = event.properties
+        basket: tuple[str, ...] = ()
+        if qualified == "purchase.order_completed":
+            basket = tuple(item.sku for item in props.items)  # type: ignore[union-attr]
+        self._facts[qualified](state, props, at)
+        if qualified.startswith("usage.") and qualified not in ACTIVITY_EXCLUDED:
+            self._reset_inactivity(state, event, at)
+        matches = self._match(user_id, state, event, qualified, at, basket)
+        step = Step(state)
+        self._decide(user_id, state, matches, step)
+        return step
+
+    def fire_due(self, user_id: str, state: UserState, now: float) -> Step:
+        """Fire every timer of the user due at or before ``now``, earliest first; timers
+        due at one time are one moment, decided in priority order."""
+        step = Step(state)
+        while True:
+            due = [timer for timer in state.timers if timer.triggered_at() <= now]
+            if not due:
+                return step
+            moment = min(timer.triggered_at() for timer in due)
+            firing = [timer for timer in due if timer.triggered_at() == moment]
+            state.timers = [timer for timer in state.timers if timer not in firing]
+            matches = []
+            for timer in firing:
+                match = self._timer_match(state, timer)
+                if match is not None:
+                    matches.append(match)
+            self._decide(user_id, state, matches, step)
+
+    @staticmethod
+    def next_due(state: UserState) -> float | None:
+        """When this user's earliest timer is due, for the shell's schedule."""
+        return min((timer.triggered_at() for timer in state.timers), default=None)
+
+    # --- matching --------------------------------------------------------------------
+
+    def _match(
+        self,
+        user_id: str,
+        state: UserState,
+        event: Event,
+        qualified: str,
+        at: float,
+        basket: tuple[str, ...],
+    ) -> list[Match]:
+        found: list[Match] = []
+        props = event.properties
+        for rule in self.on_type.get(qualified, ()):
+            if not rule.where_holds(props):
+                continue
+            if rule.kind == "event":
+                facts: dict[str, Any] = {"type": qualified}
+                summary = summaries.event_sentence(qualified, props)
+            else:
+                value = 1.0 if rule.kind == "count" else float(getattr(props, rule.spec.field))
+                entries = state.windows.setdefault(rule.id, [])
+                add(entries, at, value, rule.within)
+                count, summed = total(entries, at, rule.within)
+                if rule.kind == "count":
+                    if count < rule.spec.at_least:
+                        continue
+                    facts = {"count": count, "within": summaries.span(rule.within)}
+                    summary = (
+                        f"{count} {summaries.plural(rule.noun, count)} in the last "
+                        f"{summaries.span(rule.within)}"
+                    )
+                else:
+                    if summed < rule.spec.at_least:
+                        continue
+                    facts = {"sum": summed, "field": rule.spec.field, "events": count}
+                    summary = (
+                        f"{summaries.number(summed)} {rule.spec.field} over {count} "
+                        f"{summaries.plural(rule.noun, count)} in the last "
+                        f"{summaries.span(rule.within)}"
+                    )
+            found.append(self._matched(rule, event, qualified, at, facts, summary, basket))
+        if qualified == "usage.quota_usage":
+            found += self._quota(state, event, at)
+        elif qualified == "support.nps_submitted":
+            score = props.score  # type: ignore[union-attr]
+            for rule in self.nps_rules:
+                low, high = rule.spec.at_least, rule.spec.at_most
+                if (low is None or score >= low) and (high is None or score <= high):
+                    summary = f"NPS {score} ({nps_category(score)})"
+                    found.append(
+                        self._matched(rule, event, qualified, at, {"score": score}, summary, ())
+                    )
+        self._set_deadlines(state, event, qualified, at)
+        matches = []
+        for match in found:
+            if not match.rule.profile_holds(state):
+                continue
+            if match.rule.delay > 0:
+                self._set_timer(
+                    state,
+                    Timer(
+                        due=at + match.rule.delay,
+                        rule_id=match.rule.id,
+                        kind="delay",
+                        set_at=at,
+                        cause_id=match.cause_id,
+                        cause_type=match.cause_type,
+                        cause_at=at,
+                        facts={**match.facts, "summary": match.summary, "basket": list(basket)},
+                    ),
+                    replace=False,
+                )
+                continue
+            matches.append(match)
+        return matches
+
+    def _matched(
+        self,
+        rule: CompiledRule,
+        event: Event,
+        qualified: str,
+        at: float,
+        facts: dict[str, Any],
+        summary: str,
+        basket: tuple[str, ...],
+    ) -> Match:
+        return Match(rule, at, event.event_id, qualified, at, None, facts, summary, basket)
+
+    def _quota(self, state: UserState, event: Event, at: float) -> list[Match]:
+        props: Any = event.properties
+        fraction = props.used / props.limit
+        found = []
+        for rule in self.quota_rules:
+            if rule.spec.resource != props.resource:
+                continue
+            above = fraction >= rule.spec.at_least
+            was_above = state.quota_above.get(rule.id, False)
+            if above:
+                state.quota_above[rule.id] = True
+            else:
+                state.quota_above.pop(rule.id, None)
+            if above and not was_above:
+                facts = {
+                    "resource": props.resource,
+                    "used": props.used,
+                    "limit": props.limit,
+                    "fraction": round(fraction, 4),
+                }
+                summary = (
+                    f"{props.resource} at {int(fraction * 100)}% of {summaries.number(props.limit)}"
+                )
+                found.append(
+                    self._matched(rule, event, "usage.quota_usage", at, facts, summary, ())
+                )
+        return found
+
+    def _set_deadlines(self, state: UserState, event: Event, qualified: str, at: float) -> None:
+        props: Any = event.properties
+        for rule in self.deadline_rules:
+            field_name = rule.spec.field
+            value = getattr(props, field_name, None)
+            if value is None:
+                continue
+            end = value.timestamp()
+            if state.deadline_fired.get(rule.id) == end:
+                continue
+            before = rule.spec.before.total_seconds()
+            plan = getattr(props, "plan", None)
+            self._set_timer(
+                state,
+                Timer(
+                    due=end - before,
+                    rule_id=rule.id,
+                    kind="deadline",
+                    set_at=at,
+                    cause_id=event.event_id,
+                    cause_type=qualified,
+                    cause_at=at,
+                    facts={
+                        "field": field_name,
+                        "value": summaries.when(end),
+                        "plan": plan,
+                        "before": summaries.span(before),
+                    },
+                ),
+                replace=True,
+            )
+
+    def _reset_inactivity(self, state: UserState, event: Event, at: float) -> None:
+        for rule in self.inactivity_rules:
+            span = rule.spec.for_.total_seconds()
+            self._set_timer(
+                state,
+                Timer(
+                    due=at + span,
+                    rule_id=rule.id,
+                    kind="inactivity",
+                    set_at=at,
+                    cause_id=event.event_id,
+                    cause_type=event.qualified_type,
+                    cause_at=at,
+                    facts={"last_seen_at": summaries.when(at), "for": summaries.span(span)},
+                ),
+                replace=True,
+            )
+
+    @staticmethod
+    def _set_timer(state: UserState, timer: Timer, replace: bool) -> None:
+        if replace:
+            state.timers = [
+                t for t in state.timers if not (t.rule_id == timer.rule_id and t.kind == timer.kind)
+            ]
+        state.timers.append(timer)
+
+    def _timer_match(self, state: UserState, timer: Timer) -> Match | None:
+        rule = self.by_id.get(timer.rule_id)
+        if rule is None:  # the rule left the rules file since the timer was set
+            return None
+        facts = dict(timer.facts)
+        at = timer.triggered_at()
+        basket: tuple[str, ...] = ()
+        if timer.kind == "delay":
+            summary = f"{facts.pop('summary')} ({summaries.span(timer.due - timer.set_at)} ago)"
+            basket = tuple(facts.pop("basket", ()))
+        else:
+            if not rule.profile_holds(state):
+                return None
+            if timer.kind == "deadline":
+                state.deadline_fired[rule.id] = dt.datetime.fromisoformat(
+                    facts["value"]
+                ).timestamp()
+                what = "trial" if facts["field"] == "trial_ends_at" else "subscription"
+                plan = f" of {facts['plan']}" if facts.get("plan") else ""
+                verb = "ends" if what == "trial" else "renews"
+                summary = f"{what}{plan} {verb} {facts['value'][:10]} (in {facts['before']})"
+            else:
+                summary = f"no activity for {facts['for']} (last seen {facts['last_seen_at']})"
+        return Match(
+            rule,
+            at,
+            timer.cause_id,
+            timer.cause_type,
+            timer.cause_at,
+            timer.due,
+            facts,
+            summary,
+            basket,
+        )
+
+    # --- deciding --------------------------------------------------------------------
+
+    def _decide(self, user_id: str, state: UserState, matches: list[Match], step: Step) -> None:
+        """Decide the matches of one moment in priority order (ties: file order)."""
+        taken: CompiledRule | None = None
+        for match in sorted(matches, key=lambda m: m.rule.sort_key()):
+            rule = match.rule
+            items = self._items(state, rule, match.basket)
+            candidate = Candidate(
+                rule_id=rule.id,
+                offer_id=rule.offer_id,
+                product=rule.offer.product,
+                wants_items=rule.offer.recommend is not None,
+                items=tuple(sku for sku, _ in items),
+                cooldown=rule.cooldown,
+                channels=rule.channels,
+            )
+            verdict = self.policy.judge(user_id, state, candidate, match.at)
+            if verdict.outcome != "suppressed" and taken is not None:
+                verdict = Verdict(
+                    "suppressed",
+                    "lower_priority",
+                    f"rule {taken.id} (priority {taken.priority}) was chosen at this moment",
+                )
+            if verdict.outcome != "suppressed":
+                taken = rule
+                self.policy.record(state, rule.id, verdict, match.at)
+            self._write(user_id, state, match, verdict, items, step)
+
+    def _items(
+        self, state: UserState, rule: CompiledRule, basket: tuple[str, ...]
+    ) -> list[tuple[str, float]]:
+        recommend = rule.offer.recommend
+        if recommend is None:
+            return []
+        return self.copurchases.recommend(
+            basket,
+            self.rules.catalog.complements,
+            exclude=set(state.owned),
+            max_items=recommend.max_items,
+        )
+
+    def _write(
+        self,
+        user_id: str,
+        state: UserState,
+        match: Match,
+        verdict: Verdict,
+        items: list[tuple[str, float]],
+        step: Step,
+    ) -> None:
+        rule = match.rule
+        trigger = trigger_id(rule.id, user_id, match.cause_id, match.due)
+        variant = rule.variant(user_id)
+        experiment = rule.experiment.id if rule.experiment and variant else None
+        at = _datetime(match.at)
+        step.decisions.append(
+            Decision(
+                decision_id=decision_id(trigger),
+                user_id=user_id,
+                rule_id=rule.id,
+                outcome=verdict.outcome,
+                reason=verdict.reason,
+                detail=f"{match.summary}: {verdict.detail}",
+                trigger_id=trigger,
+                at=at,
+                channel=verdict.channel,
+                experiment=experiment,
+                variant=variant,
+            )
+        )
+        if verdict.outcome != "emitted":
+            return
+        offer = rule.offer
+        title, benefits = offer.title, offer.benefits
+        discount, expires_after = offer.discount_percent, offer.expires_after
+        if rule.experiment and variant:
+            chosen = rule.experiment.variants[variant]
+            title = chosen.title if chosen.title is not None else title
+            benefits = chosen.benefits if chosen.benefits is not None else benefits
+            if chosen.discount_percent is not None:
+                discount = chosen.discount_percent
+            if chosen.expires_after is not None:
+                expires_after = chosen.expires_after
+        step.triggers.append(
+            Trigger(
+                trigger_id=trigger,
+                user_id=user_id,
+                rule_id=rule.id,
+                offer=Offer(
+                    id=rule.offer_id,
+                    kind=offer.kind,
+                    product=offer.product,
+                    title=title,
+                    benefits=benefits,
+                    discount_percent=discount,
+                    expires_at=at + expires_after,
+                    items=[OfferItem(sku=sku, score=score) for sku, score in items],
+                ),
+                channel=verdict.channel,
+                experiment=experiment,
+                variant=variant,
+                reason=TriggerReason(summary=match.summary, facts=match.facts),
+                personalization=Personalization(
+                    first_name=state.first_name,
+                    locale=state.locale,
+                    country=state.country,
+                    plan=state.plan,
+                ),
+                caused_by=CausedBy(
+                    event_id=match.cause_id,
+                    type=match.cause_type,
+                    occurred_at=_datetime(match.cause_at),
+                ),
+                triggered_at=at,
+                emitted_at=at,
+            )
+        )
+
+    def _erase(self, user_id: str, event: Event, at: float) -> Step:
+        decision = Decision(
+            decision_id=erasure_decision_id(user_id, event.event_id),
+            user_id=user_id,
+            rule_id=None,
+            outcome="erased",
+            reason=None,
+            detail="erasure requested: every fact, window, timer and dedupe id of the user "
+            "was deleted",
+            trigger_id=None,
+            at=_datetime(at),
+        )
+        return Step(None, decisions=[decision])
+
+    # --- facts that need the engine ------------------------------------------------
+
+    def _order_completed(self, state: UserState, props: Any, at: float) -> None:
+        skus = [item.sku for item in props.items]
+        self.copurchases.record_order(skus)
+        for sku in skus:
+            _own(state, sku)
+        state.orders_count += 1
+        state.total_spent += float(props.total)
+
+
+def _datetime(at: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(at, dt.UTC)
+
+
+# --- how each event type changes the user's facts ------------------------------------
+
+
+def _nothing(state: UserState, props: Any, at: float) -> None:
+    return
+
+
+def _activity(state: UserState, props: Any, at: float) -> None:
+    if state.last_seen_at is None or at > state.last_seen_at:
+        state.last_seen_at = at
+
+
+def _workflow_started(state: UserState, props: Any, at: float) -> None:
+    _activity(state, props, at)
+    if props.critical:
+        _expire_workflows(state, at)
+        state.critical_workflows[props.workflow] = at
+        if len(state.critical_workflows) > MAX_LISTED:
+            oldest = min(state.critical_workflows, key=state.critical_workflows.__getitem__)
+            del state.critical_workflows[oldest]
+
+
+def _workflow_completed(state: UserState, props: Any, at: float) -> None:
+    _activity(state, props, at)
+    state.critical_workflows.pop(props.workflow, None)
+    _expire_workflows(state, at)
+
+
+def _expire_workflows(state: UserState, at: float) -> None:
+    for name, started in list(state.critical_workflows.items()):
+        if at - started > CRITICAL_WORKFLOW_MAX_AGE:
+            del state.critical_workflows[name]
+
+
+def _onboarding_step(state: UserState, props: Any, at: float) -> None:
+    _activity(state, props, at)
+    if props.step not in state.onboarding_steps:
+        state.onboarding_steps.append(props.step)
+        del state.onboarding_steps[:-MAX_LISTED]
+
+
+def _session_started(state: UserState, props: Any, at: float) -> None:
+    _activity(state, props, at)
+    state.session_open = True
+
+
+def _session_ended(state: UserState, props: Any, at: float) -> None:
+    _activity(state, props, at)
+    state.session_open = False
+
+
+def _own(state: UserState, product: str) -> None:
+    if product in state.owned:
+        state.owned.remove(product)
+    state.owned.append(product)
+    del state.owned[:-MAX_OWNED]
+
+
+def _subscription_started(state: UserState, props: Any, at: float) -> None:
+    _own(state, props.plan)
+    state.plan = props.plan
+    state.billing_period = props.billing_period
+    state.trial_ends_at = None
+    if props.renews_at is not None:
+        state.renews_at = props.renews_at.timestamp()
+    if props.price is not None:
+        state.total_spent += float(props.price)
+
+
+def _subscription_renewed(state: UserState, props: Any, at: float) -> None:
+    _own(state, props.plan)
+    state.plan = props.plan
+    state.billing_period = props.billing_period
+    if props.renews_at is not None:
+        state.renews_at = props.renews_at.timestamp()
+
+
+def _subscription_cancelled(state: UserState, props: Any, at: float) -> None:
+    if props.plan in state.owned:
+        state.owned.remove(props.plan)
+    if state.plan == props.plan:
+        state.plan = None
+        state.renews_at = None
+        state.billing_period = None
+
+
+def _trial_started(state: UserState, props: Any, at: float) -> None:
+    state.trial_ends_at = props.trial_ends_at.timestamp()
+
+
+def _ticket_opened(state: UserState, props: Any, at: float) -> None:
+    if props.ticket_id not in state.open_tickets:
+        state.open_tickets.append(props.ticket_id)
+        del state.open_tickets[:-MAX_LISTED]
+
+
+def _ticket_resolved(state: UserState, props: Any, at: float) -> None:
+    if props.ticket_id in state.open_tickets:
+        state.open_tickets.remove(props.ticket_id)
+
+
+def _nps_submitted(state: UserState, props: Any, at: float) -> None:
+    state.nps_score = props.score
+
+
+def _profile_updated(state: UserState, props: Any, at: float) -> None:
+    for name in ("first_name", "locale", "country", "timezone", "plan"):
+        value = getattr(props, name)
+        if value is not None:
+            setattr(state, name, value)
+    if props.attributes:
+        state.attributes.update(props.attributes)
+
+
+def _consent_updated(state: UserState, props: Any, at: float) -> None:
+    state.consent[props.channel] = props.granted
+
+
+def _preferences_updated(state: UserState, props: Any, at: float) -> None:
+    if props.offers_opt_out is not None:
+        state.offers_opt_out = props.offers_opt_out
+    if props.snooze_all_until is not None:
+        state.snooze_all_until = props.snooze_all_until.timestamp()
+
+
+def _offer_dismissed(state: UserState, props: Any, at: float) -> None:
+    state.dismissed[props.offer_id] = at
+
+
+def _offer_snoozed(state: UserState, props: Any, at: float) -> None:
+    state.snoozed[props.offer_id] = props.until.timestamp()
+
+
+def _unsubscribed(state: UserState, props: Any, at: float) -> None:
+    state.consent[props.channel] = False

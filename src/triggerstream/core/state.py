@@ -1,0 +1,203 @@
+"""Per-user state (DESIGN.md section 5): what rule conditions and the policy can see.
+
+One :class:`UserState` per user, kept by the shell (a dict in replay, a RocksDB table in
+the worker) and changed only by the engine. Times are POSIX seconds (floats) inside the
+core; records carry RFC 3339 timestamps. Everything here is bounded: windows keep only
+what the rules need, the dedupe memory 24 hours of event ids.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+Scalar = str | int | float | bool | None
+
+MAX_OWNED = 256
+"""Owned skus and plans kept per user (oldest forgotten first)."""
+MAX_LISTED = 64
+"""Open tickets, onboarding steps and critical workflows kept per user."""
+
+
+@dataclass(slots=True)
+class Timer:
+    """A time-based trigger waiting for its due time (deadline, inactivity or delay).
+
+    ``cause_*`` name the event that set it: its id goes into the trigger id with the due
+    time, so a re-run gives the same id.
+    """
+
+    due: float
+    rule_id: str
+    kind: str  # deadline | inactivity | delay
+    set_at: float
+    cause_id: str
+    cause_type: str
+    cause_at: float
+    facts: dict[str, Any] = field(default_factory=dict)
+
+    def triggered_at(self) -> float:
+        """The due time, or the time of the event that set the timer if that is later."""
+        return max(self.due, self.set_at)
+
+
+@dataclass(slots=True)
+class UserState:
+    """Everything triggerstream holds about one user."""
+
+    # profile and subscription facts
+    first_name: str | None = None
+    locale: str | None = None
+    country: str | None = None
+    timezone: str | None = None
+    plan: str | None = None
+    attributes: dict[str, Scalar] = field(default_factory=dict)
+    billing_period: str | None = None
+    trial_ends_at: float | None = None
+    renews_at: float | None = None
+    # support
+    nps_score: int | None = None
+    open_tickets: list[str] = field(default_factory=list)
+    # purchases
+    owned: list[str] = field(default_factory=list)
+    orders_count: int = 0
+    total_spent: float = 0.0
+    # usage
+    last_seen_at: float | None = None
+    session_open: bool = False
+    critical_workflows: dict[str, float] = field(default_factory=dict)
+    onboarding_steps: list[str] = field(default_factory=list)
+    # consent and preferences
+    consent: dict[str, bool] = field(default_factory=dict)
+    offers_opt_out: bool = False
+    snooze_all_until: float | None = None
+    # offer history
+    last_trigger: dict[str, float] = field(default_factory=dict)
+    """rule id -> time of its last emitted or held-out decision (cooldowns)."""
+    sent: list[tuple[float, str | None]] = field(default_factory=list)
+    """(time, channel) of emitted decisions, channel None for holdout (frequency caps)."""
+    dismissed: dict[str, float] = field(default_factory=dict)
+    """offer id -> when it was dismissed."""
+    snoozed: dict[str, float] = field(default_factory=dict)
+    """offer id -> until when it is snoozed."""
+    # trigger memory
+    windows: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+    """rule id -> (time, value) of matching events inside its window (count and sum)."""
+    quota_above: dict[str, bool] = field(default_factory=dict)
+    """rule id -> the last reading was at or above the threshold (not re-armed)."""
+    deadline_fired: dict[str, float] = field(default_factory=dict)
+    """rule id -> the field value it last fired for (once per value)."""
+    timers: list[Timer] = field(default_factory=list)
+    # duplicates and time
+    seen: dict[int, float] = field(default_factory=dict)
+    """hash of event_id -> occurred_at, for 24 hours of event time."""
+    latest_at: float = 0.0
+    """The latest occurred_at of this user's events (windows are pruned against it)."""
+
+    # --- what rules see ------------------------------------------------------------
+
+    def owns(self, product: str) -> bool:
+        """Bought and not cancelled, or the current plan."""
+        return product in self.owned or product == self.plan
+
+    @property
+    def in_critical_workflow(self) -> bool:
+        return bool(self.critical_workflows)
+
+    def to_bytes(self) -> bytes:
+        """Compact JSON for a state store."""
+        document = {
+            name: value
+            for name, value in ((f.name, getattr(self, f.name)) for f in dataclasses.fields(self))
+            if value != _DEFAULTS[name]
+        }
+        if self.timers:
+            document["timers"] = [dataclasses.astuple(timer) for timer in self.timers]
+        if self.seen:
+            document["seen"] = [[key, at] for key, at in self.seen.items()]
+        return orjson.dumps(document)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> UserState:
+        document = orjson.loads(data)
+        state = cls(**{k: v for k, v in document.items() if k not in ("timers", "seen")})
+        state.timers = [Timer(*values) for values in document.get("timers", [])]
+        state.seen = {int(key): at for key, at in document.get("seen", [])}
+        state.sent = [(at, channel) for at, channel in state.sent]
+        state.windows = {
+            rule: [(at, value) for at, value in entries] for rule, entries in state.windows.items()
+        }
+        return state
+
+
+_DEFAULTS: dict[str, Any] = {
+    f.name: getattr(UserState(), f.name) for f in dataclasses.fields(UserState)
+}
+
+# --- names rule conditions may use (DESIGN.md section 5) ------------------------------
+
+TIME_STATE_NAMES = frozenset({"trial_ends_at", "renews_at", "last_seen_at"})
+LIST_STATE_NAMES = frozenset({"owned", "onboarding_steps"})
+STATE_NAMES: tuple[str, ...] = (
+    "plan",
+    "first_name",
+    "locale",
+    "country",
+    "timezone",
+    "nps_score",
+    "nps_category",
+    "open_tickets",
+    "owned",
+    "orders_count",
+    "total_spent",
+    "trial_ends_at",
+    "renews_at",
+    "billing_period",
+    "last_seen_at",
+    "in_session",
+    "in_critical_workflow",
+    "onboarding_steps",
+    "consent_in_app",
+    "consent_push",
+    "consent_email",
+    "offers_opt_out",
+)
+
+
+def is_state_name(name: str) -> bool:
+    return name in STATE_NAMES or (name.startswith("attributes.") and len(name) > 11)
+
+
+def state_names_hint() -> str:
+    return f"known: {', '.join(STATE_NAMES)}, attributes.<name>"
+
+
+def nps_category(score: int | None) -> str | None:
+    if score is None:
+        return None
+    return "promoter" if score >= 9 else "passive" if score >= 7 else "detractor"
+
+
+def state_value(state: UserState, name: str) -> Any:
+    """The value a profile condition named ``name`` sees."""
+    if name.startswith("attributes."):
+        return state.attributes.get(name[11:])
+    getter = _GETTERS.get(name)
+    if getter is not None:
+        return getter(state)
+    return getattr(state, name)
+
+
+_GETTERS: dict[str, Any] = {
+    "nps_category": lambda s: nps_category(s.nps_score),
+    "open_tickets": lambda s: len(s.open_tickets),
+    "in_session": lambda s: s.session_open,
+    "in_critical_workflow": lambda s: bool(s.critical_workflows),
+    "owned": lambda s: [*s.owned, s.plan] if s.plan and s.plan not in s.owned else s.owned,
+    "consent_in_app": lambda s: s.consent.get("in_app"),
+    "consent_push": lambda s: s.consent.get("push"),
+    "consent_email": lambda s: s.consent.get("email"),
+}
