@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import signal
 import socket
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
 from typing import IO, Any, TypeVar
 
 import click
@@ -331,6 +333,147 @@ def _printable(value: bytes | None) -> bytes:
         return orjson.dumps(orjson.loads(value))
     except orjson.JSONDecodeError:
         return orjson.dumps({"value_base64": base64.b64encode(value).decode()})
+
+
+# --- rules ---------------------------------------------------------------------------
+
+
+@main.group()
+def rules() -> None:
+    """Work with rules files."""
+
+
+@rules.command("check")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+def rules_check(file: Path) -> None:
+    """Validate a rules FILE: every problem with its line, column and the value (exit 1)."""
+    from triggerstream.rules.load import RulesError, load_rules
+
+    try:
+        loaded = load_rules(file)
+    except RulesError as error:
+        for problem in error.problems:
+            click.echo(problem.render(str(file)))
+        click.echo(f"{len(error.problems)} problem(s) in {file}", err=True)
+        sys.exit(1)
+    click.echo(
+        f"{file}: OK: {len(loaded.rules)} rule(s), {len(loaded.offers)} offer(s), "
+        f"{len(loaded.experiments)} experiment(s)"
+    )
+
+
+# --- replay --------------------------------------------------------------------------
+
+
+@main.command()
+@click.option(
+    "--rules",
+    "rules_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The rules file [env TRIGGERSTREAM_RULES].",
+)
+@click.argument(
+    "events", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@click.option("--triggers", type=click.File("wb"), default="-", show_default="stdout")
+@click.option("--decisions", type=click.File("wb"), default=None, help="Write decision records.")
+@click.option(
+    "--attributions", type=click.File("wb"), default=None, help="Write attribution records."
+)
+@click.option("--dlq", type=click.File("wb"), default=None, help="Write invalid lines, with why.")
+@click.option(
+    "--until",
+    default=None,
+    metavar="TIMESTAMP",
+    help="Fire timers due up to this RFC 3339 time at the end (default: the last event's).",
+)
+def replay(
+    rules_file: Path | None,
+    events: tuple[Path, ...],
+    triggers: IO[bytes],
+    decisions: IO[bytes] | None,
+    attributions: IO[bytes] | None,
+    dlq: IO[bytes] | None,
+    until: str | None,
+) -> None:
+    """Run the rules over EVENTS (JSON Lines, each an event with its "topic"), no broker.
+
+    Writes trigger records as JSON Lines (stdout by default) and a summary to stderr:
+    lines read, invalid ones by reason, duplicates, decisions by outcome. Invalid lines
+    are counted and skipped. Timers run on event time: what was due by the last event
+    (or --until) fires. The same events give the same trigger ids as the worker.
+    """
+    from triggerstream import replay as replaying
+    from triggerstream.core.engine import Engine
+    from triggerstream.rules.load import RulesError, load_rules
+
+    path = rules_file or build_settings().rules
+    if path is None:
+        fail("no rules file: pass --rules FILE or set TRIGGERSTREAM_RULES")
+        return
+    try:
+        loaded = load_rules(path)
+    except RulesError as error:
+        fail(
+            f"{path} is not a usable rules file ({len(error.problems)} problem(s)); first: "
+            f"{error.problems[0].render(str(path))}; "
+            f"see all with `triggerstream rules check {path}`"
+        )
+        return
+    until_at = _timestamp(until) if until else None
+    outputs = replaying.Outputs(
+        triggers=replaying.line_writer(triggers),
+        decisions=replaying.line_writer(decisions) if decisions else None,
+        attributions=replaying.line_writer(attributions) if attributions else None,
+        dead_letters=replaying.line_writer(dlq) if dlq else None,
+    )
+    with _progress(events) as advance:
+        summary = replaying.run(Engine(loaded), list(events), outputs, until_at, advance)
+    triggers.flush()
+    click.echo(summary.render(), err=True)
+
+
+def _timestamp(text: str) -> float:
+    import datetime as dt
+
+    try:
+        parsed = dt.datetime.fromisoformat(text)
+    except ValueError:
+        fail(f"--until {text!r} is not an RFC 3339 timestamp, e.g. 2026-12-01T00:00:00Z")
+        raise AssertionError("unreachable") from None
+    if parsed.tzinfo is None:
+        fail(f"--until {text!r} needs an offset, e.g. 2026-12-01T00:00:00Z")
+    return parsed.timestamp()
+
+
+@contextlib.contextmanager
+def _progress(paths: tuple[Path, ...]) -> Iterator[Callable[[int], None] | None]:
+    """A progress bar on a terminal for inputs over 10 MB; nothing otherwise."""
+    size = sum(path.stat().st_size for path in paths)
+    if not sys.stderr.isatty() or size < 10_000_000:
+        yield None
+        return
+    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        DownloadColumn(),
+        TimeRemainingColumn(),
+        transient=True,
+    ) as bar:
+        task = bar.add_task("replaying", total=size)
+        done = 0
+
+        def advance(count: int) -> None:
+            nonlocal done
+            done += count
+            if done >= 1_000_000:
+                bar.advance(task, done)
+                done = 0
+
+        yield advance
 
 
 if __name__ == "__main__":

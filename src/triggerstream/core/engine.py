@@ -108,7 +108,9 @@ class CompiledRule:
         self.experiment: Experiment | None = next(
             (e for e in rules.experiments if e.rule == rule.id), None
         )
-        self.noun = summaries.noun_for(self.type or "", getattr(self.spec, "where", {}))
+        self.noun = (
+            summaries.noun_for(self.type, getattr(self.spec, "where", {})) if self.type else ""
+        )
 
     def sort_key(self) -> tuple[int, int]:
         return (-self.priority, self.order)
@@ -184,11 +186,10 @@ class Engine:
     def process(self, user_id: str, state: UserState | None, event: Event) -> Step:
         """Apply one input event of ``user_id`` and decide what it triggers."""
         state = state if state is not None else UserState()
+        if self.is_duplicate(state, event):
+            return Step(state, duplicate=True)
         at = event.occurred_at.timestamp()
         key = event_key(event.event_id)
-        seen_at = state.seen.get(key)
-        if seen_at is not None and abs(at - seen_at) <= DEDUPE_WINDOW:
-            return Step(state, duplicate=True)
         qualified = event.qualified_type
         if qualified == "profile.erasure_requested":
             return self._erase(user_id, event, at)
@@ -227,6 +228,12 @@ class Engine:
                 if match is not None:
                     matches.append(match)
             self._decide(user_id, state, matches, step)
+
+    @staticmethod
+    def is_duplicate(state: UserState, event: Event) -> bool:
+        """Whether the user had an event with this id within 24 hours of its time."""
+        seen_at = state.seen.get(event_key(event.event_id))
+        return seen_at is not None and abs(event.occurred_at.timestamp() - seen_at) <= DEDUPE_WINDOW
 
     @staticmethod
     def next_due(state: UserState) -> float | None:

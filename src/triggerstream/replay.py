@@ -1,0 +1,241 @@
+"""``triggerstream replay``: the engine over JSON Lines files, with no broker.
+
+The second shell around the same core as the worker. It keeps states in a dict and the
+clock on stream time: the latest ``occurred_at`` read so far. Timers due at or before a
+new stream time fire before the event that moved it; a timer already due when it is set
+fires right after the event that set it; at the end everything due up to the later of
+stream time and ``until`` fires. Triggers are dated at their event time: ``emitted_at``
+equals ``triggered_at`` here, so a replay is repeatable to the byte.
+"""
+
+from __future__ import annotations
+
+import base64
+import heapq
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import orjson
+
+from triggerstream.core.engine import Engine, Step
+from triggerstream.core.state import UserState
+from triggerstream.events import MAX_EVENT_BYTES, Event, InvalidEvent, validate_event
+from triggerstream.records import DeadLetter, Decision
+
+Writer = Callable[[bytes], object]
+
+
+@dataclass
+class ReplaySummary:
+    """What a replay read and decided: printed to stderr at the end."""
+
+    lines: int = 0
+    events: int = 0
+    invalid: Counter[str] = field(default_factory=Counter)
+    duplicates: int = 0
+    decisions: Counter[str] = field(default_factory=Counter)
+    suppressed: Counter[str] = field(default_factory=Counter)
+    triggers: Counter[str] = field(default_factory=Counter)
+    attributions: int = 0
+    users: int = 0
+    seconds: float = 0.0
+
+    def render(self) -> str:
+        rate = self.lines / self.seconds if self.seconds > 0 else 0.0
+        invalid = sum(self.invalid.values())
+        lines = [
+            f"read {self.lines} line(s) in {self.seconds:.2f}s ({rate:,.0f}/s): "
+            f"{self.events} event(s), {invalid} invalid, {self.duplicates} duplicate(s), "
+            f"{self.users} user(s)",
+        ]
+        if invalid:
+            lines.append("invalid by reason: " + _counts(self.invalid))
+        lines.append("decisions: " + (_counts(self.decisions) or "none"))
+        if self.suppressed:
+            lines.append("suppressed by reason: " + _counts(self.suppressed))
+        lines.append("triggers by channel: " + (_counts(self.triggers) or "none"))
+        if self.attributions:
+            lines.append(f"attributions: {self.attributions}")
+        return "\n".join(lines)
+
+
+def _counts(counter: Counter[str]) -> str:
+    return ", ".join(f"{name} {count}" for name, count in counter.most_common())
+
+
+@dataclass
+class Outputs:
+    """Where records go; None drops them."""
+
+    triggers: Writer | None
+    decisions: Writer | None = None
+    attributions: Writer | None = None
+    dead_letters: Writer | None = None
+
+
+class Replay:
+    """Feeds lines to the engine in order and keeps the timers on stream time."""
+
+    def __init__(self, engine: Engine, outputs: Outputs) -> None:
+        self.engine = engine
+        self.outputs = outputs
+        self.states: dict[str, UserState] = {}
+        self.stream_time = float("-inf")
+        self.summary = ReplaySummary()
+        self._due: list[tuple[float, str]] = []  # (due, user) heap; stale entries skipped
+
+    def feed(self, lines: Iterable[tuple[str, int, bytes]]) -> None:
+        """Process ``(file, line number, line)`` in order."""
+        for source, number, line in lines:
+            self.summary.lines += 1
+            try:
+                event = _parse(line)
+            except InvalidEvent as error:
+                self._dead_letter(source, number, line, error)
+                continue
+            self.summary.events += 1
+            at = event.occurred_at.timestamp()
+            user = event.user_id
+            state = self.states.get(user)
+            if at > self.stream_time and (
+                state is None or not self.engine.is_duplicate(state, event)
+            ):
+                self.stream_time = at
+                self._fire_until(at)
+                state = self.states.get(user)
+            step = self.engine.process(user, state, event)
+            if step.duplicate:
+                self.summary.duplicates += 1
+                continue
+            self._take(user, step)
+            if step.state is not None:
+                due = self.engine.next_due(step.state)
+                if due is not None and due <= self.stream_time:
+                    self._take(user, self.engine.fire_due(user, step.state, self.stream_time))
+
+    def finish(self, until: float | None = None) -> ReplaySummary:
+        """Fire everything due up to the later of stream time and ``until``."""
+        end = self.stream_time if until is None else max(self.stream_time, until)
+        self._fire_until(end)
+        self.summary.users = len(self.states)
+        return self.summary
+
+    def _fire_until(self, now: float) -> None:
+        while self._due and self._due[0][0] <= now:
+            due, user = heapq.heappop(self._due)
+            state = self.states.get(user)
+            if state is None or self.engine.next_due(state) != due:
+                continue  # the timer was replaced, fired or erased since
+            self._take(user, self.engine.fire_due(user, state, due))
+
+    def _take(self, user: str, step: Step) -> None:
+        if step.state is None:
+            self.states.pop(user, None)
+        else:
+            self.states[user] = step.state
+            due = self.engine.next_due(step.state)
+            if due is not None:
+                heapq.heappush(self._due, (due, user))
+        for decision in step.decisions:
+            self._count(decision)
+            if self.outputs.decisions:
+                self.outputs.decisions(decision.model_dump_json().encode())
+        for trigger in step.triggers:
+            self.summary.triggers[trigger.channel] += 1
+            if self.outputs.triggers:
+                self.outputs.triggers(trigger.model_dump_json().encode())
+        for attribution in step.attributions:
+            self.summary.attributions += 1
+            if self.outputs.attributions:
+                self.outputs.attributions(attribution.model_dump_json().encode())
+
+    def _count(self, decision: Decision) -> None:
+        self.summary.decisions[decision.outcome] += 1
+        if decision.outcome == "suppressed" and decision.reason:
+            self.summary.suppressed[decision.reason] += 1
+
+    def _dead_letter(self, source: str, number: int, line: bytes, error: InvalidEvent) -> None:
+        self.summary.invalid[error.code] += 1
+        if self.outputs.dead_letters is None:
+            return
+        try:
+            text: str | None = line.decode()
+        except UnicodeDecodeError:
+            text = None
+        topic = None
+        try:
+            document = orjson.loads(line)
+            if isinstance(document, dict) and isinstance(document.get("topic"), str):
+                topic = document["topic"]
+        except orjson.JSONDecodeError:
+            pass
+        record = DeadLetter(
+            topic=topic,
+            file=source,
+            line=number,
+            reason_code=error.code,
+            reason=error.reason,
+            value_text=text,
+            value_base64=base64.b64encode(line).decode(),
+        )
+        self.outputs.dead_letters(record.model_dump_json(exclude_none=True).encode())
+
+
+def _parse(line: bytes) -> Event:
+    if len(line) > MAX_EVENT_BYTES:
+        raise InvalidEvent(
+            "too_large", f"event is {len(line)} bytes; the limit is {MAX_EVENT_BYTES} (64 KiB)"
+        )
+    try:
+        document = orjson.loads(line)
+    except orjson.JSONDecodeError as error:
+        raise InvalidEvent("not_json", f"invalid JSON: {error}") from None
+    if not isinstance(document, dict):
+        raise InvalidEvent("not_object", "each line must be a JSON object")
+    topic = document.get("topic")
+    if not isinstance(topic, str):
+        raise InvalidEvent(
+            "missing_field", "topic: field required (replay lines name their input topic)"
+        )
+    return validate_event(topic, document)
+
+
+def read_lines(
+    paths: list[Path], progress: Callable[[int], None] | None = None
+) -> Iterator[tuple[str, int, bytes]]:
+    """``(file, line number, line)`` of every non-blank line, files in the order given."""
+    for path in paths:
+        with path.open("rb") as handle:
+            for number, raw in enumerate(handle, start=1):
+                if progress is not None:
+                    progress(len(raw))
+                line = raw.strip()
+                if line:
+                    yield str(path), number, line
+
+
+def line_writer(handle: IO[bytes]) -> Writer:
+    def write(record: bytes) -> None:
+        handle.write(record + b"\n")
+
+    return write
+
+
+def run(
+    engine: Engine,
+    paths: list[Path],
+    outputs: Outputs,
+    until: float | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> ReplaySummary:
+    """Replay files through the engine; the summary of what happened."""
+    began = time.perf_counter()
+    replay = Replay(engine, outputs)
+    replay.feed(read_lines(paths, progress))
+    summary = replay.finish(until)
+    summary.seconds = time.perf_counter() - began
+    return summary
