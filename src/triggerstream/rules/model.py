@@ -254,6 +254,12 @@ class QuietHours(Strict):
     )
     to: Annotated[str, StringConstraints(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]
 
+    @model_validator(mode="after")
+    def _not_empty(self) -> QuietHours:
+        if self.from_ == self.to:
+            raise ValueError("`from` and `to` are equal; use null for no quiet hours")
+        return self
+
     @property
     def minutes(self) -> tuple[int, int]:
         """``from`` and ``to`` as minutes after midnight."""
