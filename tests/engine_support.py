@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +16,7 @@ from triggerstream.core.engine import Engine
 from triggerstream.records import Decision, Trigger
 from triggerstream.replay import Outputs, Replay, ReplaySummary
 from triggerstream.rules.load import parse_rules
+from triggerstream.rules.model import RulesFile
 
 T0 = dt.datetime(2026, 11, 2, 9, 0, tzinfo=dt.UTC)
 """A Monday, 09:00 UTC (10:00 in Berlin)."""
@@ -102,12 +105,12 @@ class Result:
 
 
 def replay(
-    rules_text: str, lines: list[dict[str, Any] | bytes], until: dt.datetime | None = None
+    rules_text: str, lines: Sequence[dict[str, Any] | bytes], until: dt.datetime | None = None
 ) -> Result:
     """Run lines through the engine as `triggerstream replay` does."""
     result = Result()
     replaying = Replay(
-        Engine(parse_rules(rules_text)),
+        Engine(_parsed(rules_text)),
         Outputs(triggers=result.trigger_lines.append, decisions=result.decision_lines.append),
     )
     encoded = [line if isinstance(line, bytes) else orjson.dumps(line) for line in lines]
@@ -116,6 +119,11 @@ def replay(
     result.triggers = [Trigger.model_validate_json(line) for line in result.trigger_lines]
     result.decisions = [Decision.model_validate_json(line) for line in result.decision_lines]
     return result
+
+
+@functools.lru_cache(maxsize=64)
+def _parsed(rules_text: str) -> RulesFile:
+    return parse_rules(rules_text)
 
 
 def in_session(user: str, when: dt.datetime, **profile: Any) -> list[dict[str, Any]]:

@@ -15,6 +15,7 @@ with an offset. Unknown fields are ignored, so producers may add fields.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import zoneinfo
 from functools import cache
 from typing import Annotated, Any, ClassVar, Literal, TypeAlias
@@ -178,6 +179,12 @@ class QuotaUsageProperties(Properties):
     resource: Name
     used: Amount
     limit: Annotated[StrictInt | StrictFloat, Field(gt=0, allow_inf_nan=False)]
+
+    @model_validator(mode="after")
+    def _finite_fraction(self) -> QuotaUsageProperties:
+        if not math.isfinite(self.used / self.limit):
+            raise ValueError(f"used/limit ({self.used}/{self.limit}) is not a finite number")
+        return self
 
 
 class LockedFeatureClickedProperties(Properties):

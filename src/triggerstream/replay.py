@@ -1,10 +1,12 @@
 """``triggerstream replay``: the engine over JSON Lines files, with no broker.
 
-The second shell around the same core as the worker. It keeps states in a dict and the
-clock on stream time: the latest ``occurred_at`` read so far. Timers due at or before a
-new stream time fire before the event that moved it; a timer already due when it is set
-fires right after the event that set it; at the end everything due up to the later of
-stream time and ``until`` fires. Triggers are dated at their event time: ``emitted_at``
+The second shell around the same core as the worker. It keeps states in a dict and
+each user's timers on that user's event time (the latest ``occurred_at`` of the user read
+so far): timers due by a user's event fire before it; a timer already due when it is set
+fires right after the event that set it; at the end, everything due up to the later of
+stream time (the latest ``occurred_at`` of all) and ``until`` fires, earliest first.
+Keeping the clock per user means the way files interleave users never changes a user's
+decisions. Triggers are dated at their event time: ``emitted_at``
 equals ``triggered_at`` here, so a replay is repeatable to the byte.
 """
 
@@ -86,10 +88,10 @@ class Replay:
         self.states: dict[str, UserState] = {}
         self.stream_time = float("-inf")
         self.summary = ReplaySummary()
-        self._due: list[tuple[float, str]] = []  # (due, user) heap; stale entries skipped
 
     def feed(self, lines: Iterable[tuple[str, int, bytes]]) -> None:
         """Process ``(file, line number, line)`` in order."""
+        engine = self.engine
         for source, number, line in lines:
             self.summary.lines += 1
             try:
@@ -101,45 +103,45 @@ class Replay:
             at = event.occurred_at.timestamp()
             user = event.user_id
             state = self.states.get(user)
-            if at > self.stream_time and (
-                state is None or not self.engine.is_duplicate(state, event)
-            ):
-                self.stream_time = at
-                self._fire_until(at)
-                state = self.states.get(user)
-            step = self.engine.process(user, state, event)
-            if step.duplicate:
-                self.summary.duplicates += 1
+            if state is not None and engine.is_duplicate(state, event):
+                self.summary.duplicates += 1  # moves nothing, time included
                 continue
+            if at > self.stream_time:
+                self.stream_time = at
+            if state is not None and state.timers and at > state.latest_at:
+                # The user's clock moves to `at`: what fell due by then fires first.
+                self._take(user, engine.fire_due(user, state, at))
+                state = self.states.get(user)
+            step = engine.process(user, state, event)
             self._take(user, step)
-            if step.state is not None:
-                due = self.engine.next_due(step.state)
-                if due is not None and due <= self.stream_time:
-                    self._take(user, self.engine.fire_due(user, step.state, self.stream_time))
+            if step.state is not None and step.state.timers:
+                # A timer already due when it is set fires right after its event.
+                self._take(user, engine.fire_due(user, step.state, step.state.latest_at))
 
     def finish(self, until: float | None = None) -> ReplaySummary:
         """Fire everything due up to the later of stream time and ``until``."""
         end = self.stream_time if until is None else max(self.stream_time, until)
-        self._fire_until(end)
+        due = [
+            (next_due, user)
+            for user, state in self.states.items()
+            if (next_due := self.engine.next_due(state)) is not None
+        ]
+        heapq.heapify(due)
+        while due and due[0][0] <= end:
+            when, user = heapq.heappop(due)
+            state = self.states[user]
+            self._take(user, self.engine.fire_due(user, state, when))
+            later = self.engine.next_due(state)
+            if later is not None:
+                heapq.heappush(due, (later, user))
         self.summary.users = len(self.states)
         return self.summary
-
-    def _fire_until(self, now: float) -> None:
-        while self._due and self._due[0][0] <= now:
-            due, user = heapq.heappop(self._due)
-            state = self.states.get(user)
-            if state is None or self.engine.next_due(state) != due:
-                continue  # the timer was replaced, fired or erased since
-            self._take(user, self.engine.fire_due(user, state, due))
 
     def _take(self, user: str, step: Step) -> None:
         if step.state is None:
             self.states.pop(user, None)
         else:
             self.states[user] = step.state
-            due = self.engine.next_due(step.state)
-            if due is not None:
-                heapq.heappush(self._due, (due, user))
         for decision in step.decisions:
             self._count(decision)
             if self.outputs.decisions:

@@ -275,6 +275,7 @@ def test_push_and_email_need_explicit_consent_and_unsubscribe_withdraws_it() -> 
     assert route(lines, at(minutes=1))[0] == "email"
     lines.append(event("feedback.unsubscribed", "u", at(minutes=2), channel="email"))
     channel, reason, detail = route(lines, at(minutes=3))
+    assert channel is None
     assert reason == "no_channel"
     assert "email: consent withdrawn" in detail
 

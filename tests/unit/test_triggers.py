@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from tests.engine_support import at, event, in_session, replay, rule, rules_file
@@ -21,7 +23,7 @@ SKIP_RULE = rule(
 )
 
 
-def skips(user: str, minutes: list[float]) -> list[dict]:
+def skips(user: str, minutes: list[float]) -> list[dict[str, Any]]:
     return [event("usage.feature_used", user, at(minutes=m), feature="skip") for m in minutes]
 
 
@@ -93,7 +95,7 @@ def test_sum_adds_a_numeric_property_within_its_window() -> None:
     assert result.triggers[0].reason.facts["sum"] == 10
 
 
-def quota(user: str, minutes: float, used: float, limit: float = 1000) -> dict:
+def quota(user: str, minutes: float, used: float, limit: float = 1000) -> dict[str, Any]:
     return event(
         "usage.quota_usage",
         user,
@@ -213,7 +215,7 @@ TRIAL_RULE = rule(
 )
 
 
-def consented(user: str) -> list[dict]:
+def consented(user: str) -> list[dict[str, Any]]:
     return [
         event("profile.profile_updated", user, at(), timezone="UTC"),
         event("profile.consent_updated", user, at(), channel="email", granted=True),

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -259,6 +260,7 @@ def _event_checks(here: Path_, spec: dict[str, Any]) -> list[tuple[Path_, str]]:
     return problems
 
 
+@functools.cache
 def event_properties(qualified_type: str) -> dict[str, str]:
     """Property names of an event type with ``number`` or ``other`` as their kind."""
     model = EVENT_TYPES[qualified_type].model_fields["properties"].annotation
