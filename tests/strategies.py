@@ -29,7 +29,10 @@ amounts = st.one_of(
     st.integers(min_value=0, max_value=10**9),
     st.floats(min_value=0, max_value=1e9, allow_nan=False, allow_infinity=False),
 )
-positive = amounts.filter(lambda x: x > 0)
+positive = st.one_of(
+    st.integers(min_value=1, max_value=10**9),
+    st.floats(min_value=0.001, max_value=1e9, allow_nan=False, allow_infinity=False),
+)
 quantities = st.integers(min_value=1, max_value=1000)
 currencies = st.sampled_from(["EUR", "USD", "GBP", "JPY"])
 channels = st.sampled_from(["in_app", "push", "email"])

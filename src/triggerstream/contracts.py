@@ -53,11 +53,19 @@ def record_schema(name: str) -> dict[str, Any]:
     if name in _INPUT_RECORDS:
         topic = _INPUT_RECORDS[name]
         schema = TypeAdapter(EVENT_UNIONS[topic]).json_schema(mode="validation")
-        for definition in schema["$defs"].values():
+        definitions = schema["$defs"]
+        for definition in definitions.values():
+            fields = definition.get("properties", {})
+            if "const" not in fields.get("type", {}):
+                continue
             # `type` has a default only so Python code need not repeat it; on the wire
-            # it is what picks the model, so it is required.
-            if "const" in definition.get("properties", {}).get("type", {}):
-                definition["required"] = ["type", *definition.get("required", [])]
+            # it is what picks the model, so it is required. `properties` defaults to
+            # {}, which only fits a type whose properties are all optional.
+            required = ["type", *definition.get("required", [])]
+            target = fields["properties"].get("$ref", "").rsplit("/", 1)[-1]
+            if definitions.get(target, {}).get("required"):
+                required.append("properties")
+            definition["required"] = required
         types = ", ".join(q.split(".", 1)[1] for q, c in EVENT_TYPES.items() if c.topic == topic)
         title = f"{name} (on {topic})"
         description = f"An event on {topic}, keyed by user_id. Types: {types}." + _TIME_NOTE

@@ -25,9 +25,9 @@ from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
+    Strict,
     StrictBool,
     StrictFloat,
     StrictInt,
@@ -65,24 +65,6 @@ class InvalidEvent(ValueError):
 # --- field types ---------------------------------------------------------------------
 
 
-def _require_timestamp_text(value: object) -> object:
-    # A number would be read as Unix seconds; producers that send milliseconds would
-    # land in the year 55000. Only RFC 3339 text (or a datetime from Python code) is
-    # accepted.
-    if isinstance(value, str | dt.datetime):
-        return value
-    raise ValueError("must be an RFC 3339 timestamp string with an offset")
-
-
-def _within_supported_time(value: dt.datetime) -> dt.datetime:
-    if not EARLIEST_TIME <= value < LATEST_TIME:
-        raise ValueError(
-            f"must be between {EARLIEST_TIME:%Y-%m-%d} and {LATEST_TIME:%Y-%m-%d} "
-            f"(got {value.isoformat()})"
-        )
-    return value
-
-
 def _known_timezone(value: str) -> str:
     if value not in _timezone_names():
         raise ValueError(f"must be an IANA time zone such as Europe/Paris (got {value!r})")
@@ -101,8 +83,10 @@ _RFC3339_IN_RANGE = (
 
 Timestamp: TypeAlias = Annotated[
     AwareDatetime,
-    BeforeValidator(_require_timestamp_text),
-    AfterValidator(_within_supported_time),
+    # Strict: in JSON only RFC 3339 text, never a number (Unix seconds or milliseconds
+    # read by mistake); from Python, a timezone-aware datetime.
+    Strict(),
+    Field(ge=EARLIEST_TIME, lt=LATEST_TIME),
     # Validators of other languages often skip `format`; the pattern says it anyway.
     WithJsonSchema({"type": "string", "format": "date-time", "pattern": _RFC3339_IN_RANGE}),
 ]
@@ -121,6 +105,12 @@ BillingPeriod: TypeAlias = Literal["monthly", "annual"]
 AttributeValue: TypeAlias = StrictBool | StrictInt | StrictFloat | Text
 
 CHANNELS: tuple[Channel, ...] = ("in_app", "push", "email")
+
+
+def _empty() -> Any:
+    # DESIGN section 4: `properties` defaults to {}; validated like any value (the
+    # envelope validates defaults), the type's own model then says what is required.
+    return {}
 
 
 class Properties(BaseModel):
@@ -151,15 +141,6 @@ class Envelope(BaseModel):
         field = cls.model_fields.get("type")
         if field is not None:
             cls.qualified_type = f"{cls.short_topic}.{field.default}"
-
-    @model_validator(mode="before")
-    @classmethod
-    def _properties_default_to_empty(cls, data: Any) -> Any:
-        # DESIGN section 4: `properties` defaults to {}; the type's own model then says
-        # which of its fields are required.
-        if isinstance(data, dict) and "properties" not in data:
-            return {**data, "properties": {}}
-        return data
 
 
 # --- usage-events --------------------------------------------------------------------
@@ -223,32 +204,32 @@ class EmptyProperties(Properties):
 
 class FeatureUsed(UsageEnvelope):
     type: Literal["feature_used"] = "feature_used"
-    properties: FeatureUsedProperties
+    properties: FeatureUsedProperties = Field(default_factory=_empty)
 
 
 class QuotaUsage(UsageEnvelope):
     type: Literal["quota_usage"] = "quota_usage"
-    properties: QuotaUsageProperties
+    properties: QuotaUsageProperties = Field(default_factory=_empty)
 
 
 class LockedFeatureClicked(UsageEnvelope):
     type: Literal["locked_feature_clicked"] = "locked_feature_clicked"
-    properties: LockedFeatureClickedProperties
+    properties: LockedFeatureClickedProperties = Field(default_factory=_empty)
 
 
 class WorkflowStarted(UsageEnvelope):
     type: Literal["workflow_started"] = "workflow_started"
-    properties: WorkflowStartedProperties
+    properties: WorkflowStartedProperties = Field(default_factory=_empty)
 
 
 class WorkflowCompleted(UsageEnvelope):
     type: Literal["workflow_completed"] = "workflow_completed"
-    properties: WorkflowCompletedProperties
+    properties: WorkflowCompletedProperties = Field(default_factory=_empty)
 
 
 class OnboardingStepCompleted(UsageEnvelope):
     type: Literal["onboarding_step_completed"] = "onboarding_step_completed"
-    properties: OnboardingStepCompletedProperties
+    properties: OnboardingStepCompletedProperties = Field(default_factory=_empty)
 
 
 class SessionStarted(UsageEnvelope):
@@ -318,32 +299,32 @@ class TrialStartedProperties(Properties):
 
 class OrderCompleted(PurchaseEnvelope):
     type: Literal["order_completed"] = "order_completed"
-    properties: OrderCompletedProperties
+    properties: OrderCompletedProperties = Field(default_factory=_empty)
 
 
 class CheckoutStarted(PurchaseEnvelope):
     type: Literal["checkout_started"] = "checkout_started"
-    properties: CheckoutStartedProperties
+    properties: CheckoutStartedProperties = Field(default_factory=_empty)
 
 
 class SubscriptionStarted(PurchaseEnvelope):
     type: Literal["subscription_started"] = "subscription_started"
-    properties: SubscriptionStartedProperties
+    properties: SubscriptionStartedProperties = Field(default_factory=_empty)
 
 
 class SubscriptionRenewed(PurchaseEnvelope):
     type: Literal["subscription_renewed"] = "subscription_renewed"
-    properties: SubscriptionRenewedProperties
+    properties: SubscriptionRenewedProperties = Field(default_factory=_empty)
 
 
 class SubscriptionCancelled(PurchaseEnvelope):
     type: Literal["subscription_cancelled"] = "subscription_cancelled"
-    properties: SubscriptionCancelledProperties
+    properties: SubscriptionCancelledProperties = Field(default_factory=_empty)
 
 
 class TrialStarted(PurchaseEnvelope):
     type: Literal["trial_started"] = "trial_started"
-    properties: TrialStartedProperties
+    properties: TrialStartedProperties = Field(default_factory=_empty)
 
 
 # --- support-events ------------------------------------------------------------------
@@ -372,17 +353,17 @@ class NpsSubmittedProperties(Properties):
 
 class TicketOpened(SupportEnvelope):
     type: Literal["ticket_opened"] = "ticket_opened"
-    properties: TicketOpenedProperties
+    properties: TicketOpenedProperties = Field(default_factory=_empty)
 
 
 class TicketResolved(SupportEnvelope):
     type: Literal["ticket_resolved"] = "ticket_resolved"
-    properties: TicketResolvedProperties
+    properties: TicketResolvedProperties = Field(default_factory=_empty)
 
 
 class NpsSubmitted(SupportEnvelope):
     type: Literal["nps_submitted"] = "nps_submitted"
-    properties: NpsSubmittedProperties
+    properties: NpsSubmittedProperties = Field(default_factory=_empty)
 
 
 # --- profile-events ------------------------------------------------------------------
@@ -419,7 +400,7 @@ class ProfileUpdated(ProfileEnvelope):
 
 class ConsentUpdated(ProfileEnvelope):
     type: Literal["consent_updated"] = "consent_updated"
-    properties: ConsentUpdatedProperties
+    properties: ConsentUpdatedProperties = Field(default_factory=_empty)
 
 
 class PreferencesUpdated(ProfileEnvelope):
@@ -456,32 +437,32 @@ class UnsubscribedProperties(Properties):
 
 class OfferDelivered(FeedbackEnvelope):
     type: Literal["offer_delivered"] = "offer_delivered"
-    properties: OfferFeedbackProperties
+    properties: OfferFeedbackProperties = Field(default_factory=_empty)
 
 
 class OfferShown(FeedbackEnvelope):
     type: Literal["offer_shown"] = "offer_shown"
-    properties: OfferFeedbackProperties
+    properties: OfferFeedbackProperties = Field(default_factory=_empty)
 
 
 class OfferClicked(FeedbackEnvelope):
     type: Literal["offer_clicked"] = "offer_clicked"
-    properties: OfferFeedbackProperties
+    properties: OfferFeedbackProperties = Field(default_factory=_empty)
 
 
 class OfferDismissed(FeedbackEnvelope):
     type: Literal["offer_dismissed"] = "offer_dismissed"
-    properties: OfferFeedbackProperties
+    properties: OfferFeedbackProperties = Field(default_factory=_empty)
 
 
 class OfferSnoozed(FeedbackEnvelope):
     type: Literal["offer_snoozed"] = "offer_snoozed"
-    properties: OfferSnoozedProperties
+    properties: OfferSnoozedProperties = Field(default_factory=_empty)
 
 
 class Unsubscribed(FeedbackEnvelope):
     type: Literal["unsubscribed"] = "unsubscribed"
-    properties: UnsubscribedProperties
+    properties: UnsubscribedProperties = Field(default_factory=_empty)
 
 
 # --- the topics and their unions -----------------------------------------------------
@@ -618,7 +599,10 @@ def validate_event(topic: str, value: object) -> Event:
     """
     adapter = _adapter(topic)
     try:
-        event: Event = adapter.validate_python(value)
+        # Through JSON, so that a dict is held to exactly what the wire accepts.
+        event: Event = adapter.validate_json(orjson.dumps(value))
+    except orjson.JSONEncodeError as error:
+        raise InvalidEvent("wrong_type", f"not representable as JSON: {error}") from None
     except ValidationError as error:
         raise _explain(topic, error) from None
     return event
@@ -679,10 +663,6 @@ def _explain(topic: str, error: ValidationError) -> InvalidEvent:
     code = _CODES.get(kind)
     if code is None:
         code = "wrong_type" if kind.endswith(("_type", "_parsing")) else "invalid_value"
-    if kind == "value_error" and "timestamp string" in first["msg"]:
-        code = "wrong_type"
-    if kind == "value_error" and "must be between" in first["msg"]:
-        code = "out_of_range"
     sentences = [_sentence(d) for d in details[:3]]
     more = f" (and {len(details) - 3} more)" if len(details) > 3 else ""
     return InvalidEvent(code, "; ".join(sentences) + more)
@@ -706,6 +686,8 @@ def _sentence(detail: Any) -> str:
     message = message.removeprefix("Value error, ")
     if detail["type"] == "missing":
         return f"{where}: field required"
+    if detail["type"] == "datetime_type":
+        message = "must be an RFC 3339 timestamp string with an offset"
     shown = "" if "(got " in message else _shown(detail.get("input"))
     return f"{where}: {message[0].lower()}{message[1:]}" + (f" (got {shown})" if shown else "")
 
@@ -713,5 +695,10 @@ def _sentence(detail: Any) -> str:
 def _shown(value: object) -> str:
     if isinstance(value, dict | list) or value is None:
         return ""
-    text = orjson.dumps(value, default=str).decode() if not isinstance(value, bytes) else ""
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, str):
+        text = orjson.dumps(value).decode()
+    else:  # numbers, of any size
+        text = str(value)
     return text if len(text) <= 60 else text[:57] + "..."

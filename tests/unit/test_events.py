@@ -157,7 +157,13 @@ def test_properties_default_to_empty_object() -> None:
             "usage-events",
             raw(envelope("session_ended", occurred_at=1_762_070_400)),
             "wrong_type",
-            "RFC 3339",
+            "occurred_at: must be an RFC 3339 timestamp string with an offset (got 1762070400)",
+        ),
+        (
+            "purchase-events",
+            raw(envelope("trial_started", {"plan": "pro", "trial_ends_at": "2026-12-01T10:00"})),
+            "naive_timestamp",
+            "properties.trial_ends_at",
         ),
         (
             "usage-events",
@@ -175,19 +181,19 @@ def test_properties_default_to_empty_object() -> None:
             "usage-events",
             raw(envelope("session_ended", occurred_at="2226-11-02T09:00:00Z")),
             "out_of_range",
-            "between 2000-01-01 and 2100-01-01",
+            "occurred_at: input should be less than 2100-01-01T00:00:00Z",
         ),
         (
             "usage-events",
             raw(envelope("session_ended", occurred_at="1970-01-01T00:00:00Z")),
             "out_of_range",
-            "between",
+            "greater than or equal to 2000-01-01T00:00:00Z",
         ),
         (
             "purchase-events",
             raw(envelope("trial_started", {"plan": "pro", "trial_ends_at": "2026-12-01"})),
-            "naive_timestamp",
-            "properties.trial_ends_at",
+            "wrong_type",
+            "properties.trial_ends_at: input should be a valid datetime",
         ),
         (
             "support-events",

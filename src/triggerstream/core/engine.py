@@ -53,6 +53,12 @@ CRITICAL_WORKFLOW_MAX_AGE = DAY
 
 ACTIVITY_EXCLUDED = frozenset({"usage.quota_usage"})
 
+DEADLINE_FIELDS: dict[str, tuple[str, ...]] = {
+    "trial_ends_at": ("purchase.trial_started",),
+    "renews_at": ("purchase.subscription_started", "purchase.subscription_renewed"),
+}
+"""The event types that carry each deadline field."""
+
 
 @dataclass
 class Step:
@@ -149,7 +155,11 @@ class Engine:
                 self.on_type.setdefault(rule.type, []).append(rule)
         self.quota_rules = [r for r in self.compiled if r.kind == "quota"]
         self.nps_rules = [r for r in self.compiled if r.kind == "nps"]
-        self.deadline_rules = [r for r in self.compiled if r.kind == "deadline"]
+        self.deadline_rules: dict[str, list[CompiledRule]] = {}
+        for rule in self.compiled:
+            if rule.kind == "deadline":
+                for qualified in DEADLINE_FIELDS[rule.spec.field]:
+                    self.deadline_rules.setdefault(qualified, []).append(rule)
         self.inactivity_rules = [r for r in self.compiled if r.kind == "inactivity"]
         self.attribution_window = rules.policy.attribution.window.total_seconds()
         self._facts: dict[str, Callable[[UserState, Any, float], None]] = {
@@ -186,10 +196,11 @@ class Engine:
     def process(self, user_id: str, state: UserState | None, event: Event) -> Step:
         """Apply one input event of ``user_id`` and decide what it triggers."""
         state = state if state is not None else UserState()
-        if self.is_duplicate(state, event):
-            return Step(state, duplicate=True)
         at = event.occurred_at.timestamp()
         key = event_key(event.event_id)
+        seen_at = state.seen.get(key)
+        if seen_at is not None and abs(at - seen_at) <= DEDUPE_WINDOW:
+            return Step(state, duplicate=True)
         qualified = event.qualified_type
         if qualified == "profile.erasure_requested":
             return self._erase(user_id, event, at)
@@ -359,9 +370,9 @@ class Engine:
 
     def _set_deadlines(self, state: UserState, event: Event, qualified: str, at: float) -> None:
         props: Any = event.properties
-        for rule in self.deadline_rules:
+        for rule in self.deadline_rules.get(qualified, ()):
             field_name = rule.spec.field
-            value = getattr(props, field_name, None)
+            value = getattr(props, field_name)
             if value is None:
                 continue
             end = value.timestamp()
