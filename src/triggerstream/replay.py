@@ -108,13 +108,13 @@ class Replay:
                 continue
             if at > self.stream_time:
                 self.stream_time = at
-            if state is not None and state.timers and at > state.latest_at:
+            if state is not None and at > state.latest_at and engine.has_due(state, at):
                 # The user's clock moves to `at`: what fell due by then fires first.
                 self._take(user, engine.fire_due(user, state, at))
                 state = self.states.get(user)
             step = engine.process(user, state, event)
             self._take(user, step)
-            if step.state is not None and step.state.timers:
+            if step.state is not None and engine.has_due(step.state, step.state.latest_at):
                 # A timer already due when it is set fires right after its event.
                 self._take(user, engine.fire_due(user, step.state, step.state.latest_at))
 

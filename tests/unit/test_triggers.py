@@ -377,3 +377,14 @@ def test_timer_trigger_ids_include_the_due_time_and_are_stable() -> None:
     again = replay(rules_file([TRIAL_RULE]), lines, until=at(days=30))
     assert first.trigger_lines == again.trigger_lines
     assert first.triggers[0].caused_by.event_id == "trial-1"
+
+
+def test_an_inactive_spell_fires_before_the_activity_that_ends_it() -> None:
+    lines = [
+        *consented("sam"),
+        event("usage.feature_used", "sam", at(), feature="x"),
+        event("usage.feature_used", "sam", at(days=20), feature="x"),
+    ]
+    result = replay(rules_file([WIN_BACK]), lines)
+    assert [(d.at, d.outcome) for d in result.decisions] == [(at(days=14), "emitted")]
+    assert result.triggers[0].caused_by.event_id == lines[-2]["event_id"]

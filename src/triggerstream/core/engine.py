@@ -13,6 +13,7 @@ decide the matches of this moment in priority order.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,7 +52,19 @@ DEDUPE_WINDOW = DAY
 CRITICAL_WORKFLOW_MAX_AGE = DAY
 """A critical workflow never completed stops holding offers back after this long."""
 
-ACTIVITY_EXCLUDED = frozenset({"usage.quota_usage"})
+ACTIVITY = frozenset(
+    {
+        "usage.feature_used",
+        "usage.locked_feature_clicked",
+        "usage.workflow_started",
+        "usage.workflow_completed",
+        "usage.onboarding_step_completed",
+        "usage.session_started",
+        "usage.session_ended",
+    }
+)
+"""Usage that shows the user is there: every usage event but quota_usage, which services
+may send without the user (DESIGN section 6)."""
 
 DEADLINE_FIELDS: dict[str, tuple[str, ...]] = {
     "trial_ends_at": ("purchase.trial_started",),
@@ -110,7 +123,14 @@ class CompiledRule:
             (name, compile_condition(condition, is_time=name in TIME_STATE_NAMES))
             for name, condition in rule.profile.items()
         ]
-        self.within = self.spec.within.total_seconds() if hasattr(self.spec, "within") else 0.0
+        self.within = (
+            self.spec.within.total_seconds()
+            if hasattr(self.spec, "within")
+            else self.spec.for_.total_seconds()
+            if self.kind == "inactivity"
+            else 0.0
+        )
+        """The window of a count or sum, the span of an inactivity rule, in seconds."""
         self.experiment: Experiment | None = next(
             (e for e in rules.experiments if e.rule == rule.id), None
         )
@@ -207,16 +227,14 @@ class Engine:
         state.seen[key] = at
         if at > state.latest_at:
             state.latest_at = at
-            if len(state.seen) % 32 == 0:
-                horizon = at - DEDUPE_WINDOW
-                state.seen = {k: v for k, v in state.seen.items() if v >= horizon}
+            _forget_old_ids(state.seen, at - DEDUPE_WINDOW)
         props = event.properties
         basket: tuple[str, ...] = ()
         if qualified == "purchase.order_completed":
             basket = tuple(item.sku for item in props.items)  # type: ignore[union-attr]
         self._facts[qualified](state, props, at)
-        if qualified.startswith("usage.") and qualified not in ACTIVITY_EXCLUDED:
-            self._reset_inactivity(state, event, at)
+        if state.last_seen_at == at and qualified in ACTIVITY:
+            state.last_activity = (event.event_id, qualified)
         matches = self._match(user_id, state, event, qualified, at, basket)
         step = Step(state)
         self._decide(user_id, state, matches, step)
@@ -227,7 +245,7 @@ class Engine:
         due at one time are one moment, decided in priority order."""
         step = Step(state)
         while True:
-            due = [timer for timer in state.timers if timer.triggered_at() <= now]
+            due = [timer for timer in self._timers(state) if timer.triggered_at() <= now]
             if not due:
                 return step
             moment = min(timer.triggered_at() for timer in due)
@@ -246,10 +264,47 @@ class Engine:
         seen_at = state.seen.get(event_key(event.event_id))
         return seen_at is not None and abs(event.occurred_at.timestamp() - seen_at) <= DEDUPE_WINDOW
 
-    @staticmethod
-    def next_due(state: UserState) -> float | None:
+    def has_due(self, state: UserState, now: float) -> bool:
+        """Whether any timer of the user is due at or before ``now`` (cheap: on the
+        path of every event)."""
+        for timer in state.timers:
+            if timer.triggered_at() <= now:
+                return True
+        seen = state.last_seen_at
+        if seen is not None:
+            for rule in self.inactivity_rules:
+                if seen + rule.within <= now and state.inactivity_fired.get(rule.id) != seen:
+                    return True
+        return False
+
+    def next_due(self, state: UserState) -> float | None:
         """When this user's earliest timer is due, for the shell's schedule."""
-        return min((timer.triggered_at() for timer in state.timers), default=None)
+        return min((timer.triggered_at() for timer in self._timers(state)), default=None)
+
+    def _timers(self, state: UserState) -> list[Timer]:
+        """The stored timers, and an inactivity timer per rule for the current spell."""
+        if not self.inactivity_rules or state.last_seen_at is None:
+            return state.timers
+        seen = state.last_seen_at
+        cause_id, cause_type = state.last_activity or ("", "usage.unknown")
+        timers = list(state.timers)
+        for rule in self.inactivity_rules:
+            if state.inactivity_fired.get(rule.id) == seen:
+                continue
+            span = rule.spec.for_.total_seconds()
+            timers.append(
+                Timer(
+                    due=seen + span,
+                    rule_id=rule.id,
+                    kind="inactivity",
+                    set_at=seen,
+                    cause_id=cause_id,
+                    cause_type=cause_type,
+                    cause_at=seen,
+                    facts={"last_seen_at": summaries.when(seen), "for": summaries.span(span)},
+                )
+            )
+        return timers
 
     # --- matching --------------------------------------------------------------------
 
@@ -400,24 +455,6 @@ class Engine:
                 replace=True,
             )
 
-    def _reset_inactivity(self, state: UserState, event: Event, at: float) -> None:
-        for rule in self.inactivity_rules:
-            span = rule.spec.for_.total_seconds()
-            self._set_timer(
-                state,
-                Timer(
-                    due=at + span,
-                    rule_id=rule.id,
-                    kind="inactivity",
-                    set_at=at,
-                    cause_id=event.event_id,
-                    cause_type=event.qualified_type,
-                    cause_at=at,
-                    facts={"last_seen_at": summaries.when(at), "for": summaries.span(span)},
-                ),
-                replace=True,
-            )
-
     @staticmethod
     def _set_timer(state: UserState, timer: Timer, replace: bool) -> None:
         if replace:
@@ -437,12 +474,16 @@ class Engine:
             summary = f"{facts.pop('summary')} ({summaries.span(timer.due - timer.set_at)} ago)"
             basket = tuple(facts.pop("basket", ()))
         else:
-            if not rule.profile_holds(state):
-                return None
-            if timer.kind == "deadline":
+            # Once per spell and once per deadline value, whether the profile holds or not.
+            if timer.kind == "inactivity":
+                state.inactivity_fired[rule.id] = timer.set_at
+            else:
                 state.deadline_fired[rule.id] = dt.datetime.fromisoformat(
                     facts["value"]
                 ).timestamp()
+            if not rule.profile_holds(state):
+                return None
+            if timer.kind == "deadline":
                 what = "trial" if facts["field"] == "trial_ends_at" else "subscription"
                 plan = f" of {facts['plan']}" if facts.get("plan") else ""
                 verb = "ends" if what == "trial" else "renews"
@@ -603,6 +644,15 @@ class Engine:
             _own(state, sku)
         state.orders_count += 1
         state.total_spent += float(props.total)
+
+
+def _forget_old_ids(seen: dict[int, float], horizon: float) -> None:
+    """Drop ids older than the horizon from the front (oldest first, as they arrived):
+    a few per event keeps the memory at 24 hours without rebuilding it."""
+    for key in list(itertools.islice(seen, 4)):
+        if seen[key] >= horizon:
+            return
+        del seen[key]
 
 
 def _datetime(at: float) -> dt.datetime:

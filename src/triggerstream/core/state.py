@@ -67,6 +67,9 @@ class UserState:
     total_spent: float = 0.0
     # usage
     last_seen_at: float | None = None
+    last_activity: tuple[str, str] | None = None
+    """(event id, type) of the activity at ``last_seen_at``: what an inactivity trigger
+    names as its cause."""
     session_open: bool = False
     critical_workflows: dict[str, float] = field(default_factory=dict)
     onboarding_steps: list[str] = field(default_factory=list)
@@ -90,6 +93,9 @@ class UserState:
     """rule id -> the last reading was at or above the threshold (not re-armed)."""
     deadline_fired: dict[str, float] = field(default_factory=dict)
     """rule id -> the field value it last fired for (once per value)."""
+    inactivity_fired: dict[str, float] = field(default_factory=dict)
+    """rule id -> the ``last_seen_at`` of the inactive spell it fired for (once per spell).
+    Inactivity needs no stored timer: it is due at ``last_seen_at`` plus the rule's span."""
     timers: list[Timer] = field(default_factory=list)
     # duplicates and time
     seen: dict[int, float] = field(default_factory=dict)
@@ -127,6 +133,8 @@ class UserState:
         state.timers = [Timer(*values) for values in document.get("timers", [])]
         state.seen = {int(key): at for key, at in document.get("seen", [])}
         state.sent = [(at, channel) for at, channel in state.sent]
+        if state.last_activity is not None:
+            state.last_activity = (state.last_activity[0], state.last_activity[1])
         state.windows = {
             rule: [(at, value) for at, value in entries] for rule, entries in state.windows.items()
         }
