@@ -418,3 +418,52 @@ def test_a_suppressed_higher_priority_match_leaves_room_for_the_next() -> None:
     ]
     result = replay(rules_file([low, high], offers=offers), lines)
     assert result.outcomes() == [("high", "suppressed", "already_owned"), ("low", "emitted", None)]
+
+
+# --- cross-sell ----------------------------------------------------------------------------
+
+CROSS_SELL = {
+    "accessories": {"kind": "cross_sell", "title": "Goes well", "recommend": {"max_items": 2}}
+}
+ORDER_RULE = rule(
+    "order-cross-sell",
+    {"event": {"type": "purchase.order_completed"}},
+    offer="accessories",
+    channels=["email"],
+    cooldown="0s",
+)
+
+
+def order(user: str, when: dt.datetime, *skus: str) -> dict[str, Any]:
+    return event(
+        "purchase.order_completed",
+        user,
+        when,
+        order_id=f"o-{user}-{when:%H%M}",
+        currency="EUR",
+        total=10,
+        items=[{"sku": sku, "price": 5} for sku in skus],
+    )
+
+
+def test_nothing_to_recommend_when_no_item_is_left() -> None:
+    lines = [
+        event("profile.consent_updated", "u", at(), channel="email", granted=True),
+        order("u", at(minutes=1), "camera-x"),
+    ]
+    result = replay(rules_file([ORDER_RULE], offers=CROSS_SELL), lines)
+    assert result.reasons() == ["nothing_to_recommend"]
+
+
+def test_recommendations_skip_owned_and_in_order_items_and_stop_at_max_items() -> None:
+    catalog = {"complements": {"camera-x": ["sd-card-64", "camera-bag", "tripod"]}}
+    lines = [
+        order("other", at(), "camera-x", "lens-cap"),
+        event("profile.consent_updated", "u", at(), channel="email", granted=True),
+        order("u", at(minutes=1), "camera-bag"),
+        order("u", at(minutes=2), "camera-x", "sd-card-64"),
+    ]
+    result = replay(rules_file([ORDER_RULE], offers=CROSS_SELL, catalog=catalog), lines)
+    last = result.triggers[-1]
+    # lens-cap from co-purchases, then complements not owned (camera-bag) nor in the order
+    assert [(i.sku, i.score) for i in last.offer.items] == [("lens-cap", 1.0), ("tripod", 0.0)]

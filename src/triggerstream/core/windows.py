@@ -23,6 +23,10 @@ def add(entries: list[tuple[float, float]], at: float, value: float, within: flo
 
 def total(entries: list[tuple[float, float]], at: float, within: float) -> tuple[int, float]:
     """The number of entries and the sum of their values in (at - within, at]."""
+    if entries and entries[-1][0] == at and entries[0][0] > at - within:
+        # The usual case: `at` is the newest entry and `add` dropped what is older than
+        # the window, so every entry counts.
+        return len(entries), sum(value for _, value in entries)
     count = 0
     summed = 0.0
     start = at - within
