@@ -210,12 +210,12 @@ def _parse(line: bytes) -> Event:
         raise InvalidEvent("not_json", f"invalid JSON: {error}") from None
     if not isinstance(document, dict):
         raise InvalidEvent("not_object", "each line must be a JSON object")
-    topic = document.get("topic")
-    if not isinstance(topic, str):
+    named = document.get("topic")
+    if not isinstance(named, str):
         raise InvalidEvent(
             "missing_field", "topic: field required (replay lines name their input topic)"
         )
-    return decode_event(topic, line)  # the "topic" field is ignored as an unknown one
+    return decode_event(named, line)  # the "topic" field is ignored as an unknown one
 
 
 def read_lines(

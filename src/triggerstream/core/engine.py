@@ -13,7 +13,7 @@ decide the matches of this moment in priority order.
 from __future__ import annotations
 
 import datetime as dt
-import itertools
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +33,7 @@ from triggerstream.core.state import (
     state_value,
 )
 from triggerstream.core.windows import add, total
+from triggerstream.core.windows import count as window_count
 from triggerstream.events import Event
 from triggerstream.records import (
     Attribution,
@@ -329,8 +330,8 @@ class Engine:
                 value = 1.0 if rule.kind == "count" else float(getattr(props, rule.spec.field))
                 entries = state.windows.setdefault(rule.id, [])
                 add(entries, at, value, rule.within)
-                count, summed = total(entries, at, rule.within)
                 if rule.kind == "count":
+                    count = window_count(entries, at, rule.within)
                     if count < rule.spec.at_least:
                         continue
                     facts = {"count": count, "within": summaries.span(rule.within)}
@@ -339,6 +340,7 @@ class Engine:
                         f"{summaries.span(rule.within)}"
                     )
                 else:
+                    count, summed = total(entries, at, rule.within)
                     if summed < rule.spec.at_least:
                         continue
                     facts = {"sum": summed, "field": rule.spec.field, "events": count}
@@ -646,13 +648,13 @@ class Engine:
         state.total_spent += float(props.total)
 
 
-def _forget_old_ids(seen: dict[int, float], horizon: float) -> None:
+def _forget_old_ids(seen: OrderedDict[int, float], horizon: float) -> None:
     """Drop ids older than the horizon from the front (oldest first, as they arrived):
     a few per event keeps the memory at 24 hours without rebuilding it."""
-    for key in list(itertools.islice(seen, 4)):
-        if seen[key] >= horizon:
+    for _ in range(4):
+        if not seen or seen[next(iter(seen))] >= horizon:
             return
-        del seen[key]
+        seen.popitem(last=False)
 
 
 def _datetime(at: float) -> dt.datetime:

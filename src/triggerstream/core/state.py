@@ -9,6 +9,7 @@ what the rules need, the dedupe memory 24 hours of event ids.
 from __future__ import annotations
 
 import dataclasses
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,8 +99,8 @@ class UserState:
     Inactivity needs no stored timer: it is due at ``last_seen_at`` plus the rule's span."""
     timers: list[Timer] = field(default_factory=list)
     # duplicates and time
-    seen: dict[int, float] = field(default_factory=dict)
-    """hash of event_id -> occurred_at, for 24 hours of event time."""
+    seen: OrderedDict[int, float] = field(default_factory=OrderedDict)
+    """key of event_id -> occurred_at, for 24 hours of event time, oldest first."""
     latest_at: float = 0.0
     """The latest occurred_at of this user's events (windows are pruned against it)."""
 
@@ -131,7 +132,7 @@ class UserState:
         document = orjson.loads(data)
         state = cls(**{k: v for k, v in document.items() if k not in ("timers", "seen")})
         state.timers = [Timer(*values) for values in document.get("timers", [])]
-        state.seen = {int(key): at for key, at in document.get("seen", [])}
+        state.seen = OrderedDict((int(key), at) for key, at in document.get("seen", []))
         state.sent = [(at, channel) for at, channel in state.sent]
         if state.last_activity is not None:
             state.last_activity = (state.last_activity[0], state.last_activity[1])

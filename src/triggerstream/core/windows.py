@@ -21,23 +21,21 @@ def add(entries: list[tuple[float, float]], at: float, value: float, within: flo
         del entries[: bisect_right(entries, (horizon, float("inf")))]
 
 
-def total(entries: list[tuple[float, float]], at: float, within: float) -> tuple[int, float]:
-    """The number of entries and the sum of their values in (at - within, at]."""
+def count(entries: list[tuple[float, float]], at: float, within: float) -> int:
+    """The number of entries in (at - within, at]."""
     if entries and entries[-1][0] == at and entries[0][0] > at - within:
         # The usual case: `at` is the newest entry and `add` dropped what is older than
         # the window, so every entry counts.
-        return len(entries), sum(value for _, value in entries)
-    count = 0
-    summed = 0.0
+        return len(entries)
     start = at - within
-    for when, value in reversed(entries):
-        if when > at:
-            continue
-        if when <= start:
-            break
-        count += 1
-        summed += value
-    return count, summed
+    return sum(1 for when, _ in entries if start < when <= at)
+
+
+def total(entries: list[tuple[float, float]], at: float, within: float) -> tuple[int, float]:
+    """The number of entries and the sum of their values in (at - within, at]."""
+    start = at - within
+    inside = [value for when, value in entries if start < when <= at]
+    return len(inside), sum(inside)
 
 
 def count_in(
