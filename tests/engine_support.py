@@ -13,7 +13,7 @@ import orjson
 import yaml
 
 from triggerstream.core.engine import Engine
-from triggerstream.records import Decision, Trigger
+from triggerstream.records import Attribution, Decision, Trigger
 from triggerstream.replay import Outputs, Replay, ReplaySummary
 from triggerstream.rules.load import parse_rules
 from triggerstream.rules.model import RulesFile
@@ -93,8 +93,10 @@ class Result:
     triggers: list[Trigger] = field(default_factory=list)
     decisions: list[Decision] = field(default_factory=list)
     summary: ReplaySummary | None = None
+    attributions: list[Attribution] = field(default_factory=list)
     trigger_lines: list[bytes] = field(default_factory=list)
     decision_lines: list[bytes] = field(default_factory=list)
+    attribution_lines: list[bytes] = field(default_factory=list)
 
     def outcomes(self) -> list[tuple[str | None, str, str | None]]:
         """(rule, outcome, reason) of every decision, in order."""
@@ -111,13 +113,20 @@ def replay(
     result = Result()
     replaying = Replay(
         Engine(_parsed(rules_text)),
-        Outputs(triggers=result.trigger_lines.append, decisions=result.decision_lines.append),
+        Outputs(
+            triggers=result.trigger_lines.append,
+            decisions=result.decision_lines.append,
+            attributions=result.attribution_lines.append,
+        ),
     )
     encoded = [line if isinstance(line, bytes) else orjson.dumps(line) for line in lines]
     replaying.feed(("test", n, line) for n, line in enumerate(encoded, start=1))
     result.summary = replaying.finish(until.timestamp() if until else None)
     result.triggers = [Trigger.model_validate_json(line) for line in result.trigger_lines]
     result.decisions = [Decision.model_validate_json(line) for line in result.decision_lines]
+    result.attributions = [
+        Attribution.model_validate_json(line) for line in result.attribution_lines
+    ]
     return result
 
 

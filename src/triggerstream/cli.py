@@ -476,5 +476,93 @@ def _progress(paths: tuple[Path, ...]) -> Iterator[Callable[[int], None] | None]
         yield advance
 
 
+# --- report --------------------------------------------------------------------------
+
+
+@main.command()
+@click.option(
+    "--decisions",
+    "decision_files",
+    multiple=True,
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Decision records (JSON Lines, e.g. from replay --decisions); repeatable.",
+)
+@click.option(
+    "--attributions",
+    "attribution_files",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Attribution records (JSON Lines, e.g. from replay --attributions); repeatable.",
+)
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["table", "csv", "json"]),
+    default="table",
+    show_default=True,
+)
+@click.option("--output", type=click.File("w"), default="-", help="Where to write [stdout].")
+@click.option(
+    "--plot", type=click.Path(dir_okay=False, path_type=Path), help="Also draw a PNG chart."
+)
+@click.option(
+    "--min-sample",
+    type=click.IntRange(min=1),
+    default=30,
+    show_default=True,
+    help="Fewer sent or held out than this per group: lift says 'not enough data'.",
+)
+def report(
+    decision_files: tuple[Path, ...],
+    attribution_files: tuple[Path, ...],
+    output_format: str,
+    output: IO[str],
+    plot: Path | None,
+    min_sample: int,
+) -> None:
+    """Matches, sends, suppressions, conversions, revenue and lift over the holdout,
+    by rule, variant and channel."""
+    import csv
+
+    from pydantic import ValidationError as RecordError
+
+    from triggerstream import report as reporting
+    from triggerstream.records import Attribution, Decision
+
+    try:
+        decided = reporting.read_records(decision_files, Decision)
+        credited = reporting.read_records(attribution_files, Attribution)
+    except RecordError as error:
+        fail(f"a record is not a decision or attribution: {error.errors()[0]['msg']}")
+        return
+    built = reporting.build(decided, credited, min_sample)
+    if output_format == "json":
+        output.write(orjson.dumps(built.rows(), option=orjson.OPT_INDENT_2).decode() + "\n")
+    elif output_format == "csv":
+        rows = built.rows()
+        writer = csv.DictWriter(output, fieldnames=list(rows[0]) if rows else ["rule"])
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(
+                {k: orjson.dumps(v).decode() if isinstance(v, dict) else v for k, v in row.items()}
+            )
+    else:
+        from rich.console import Console
+
+        # Wide enough for every column on one line; a terminal narrower than that
+        # scrolls rather than folds the numbers.
+        console = Console(file=output, width=max(200, Console().width))
+        console.print(reporting.render_table(built))
+        if built.erased:
+            console.print(f"{built.erased} erasure(s) recorded")
+    if plot is not None:
+        try:
+            reporting.plot(built, plot)
+        except RuntimeError as error:
+            fail(str(error))
+        click.echo(f"chart written to {plot}", err=True)
+
+
 if __name__ == "__main__":
     main()

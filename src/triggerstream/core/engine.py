@@ -26,8 +26,10 @@ from triggerstream.core.recommend import CoPurchaseCounts
 from triggerstream.core.state import (
     MAX_LISTED,
     MAX_OWNED,
+    MAX_TOUCHES,
     TIME_STATE_NAMES,
     Timer,
+    Touch,
     UserState,
     nps_category,
     state_value,
@@ -230,14 +232,17 @@ class Engine:
             state.latest_at = at
             _forget_old_ids(state.seen, at - DEDUPE_WINDOW)
         props = event.properties
+        step = Step(state)
         basket: tuple[str, ...] = ()
         if qualified == "purchase.order_completed":
             basket = tuple(item.sku for item in props.items)  # type: ignore[union-attr]
+            step.attributions = self._attribute_order(user_id, state, props, at)
+        elif qualified == "purchase.subscription_started":
+            step.attributions = self._attribute_plan(user_id, state, props, at)
         self._facts[qualified](state, props, at)
         if state.last_seen_at == at and qualified in ACTIVITY:
             state.last_activity = (event.event_id, qualified)
         matches = self._match(user_id, state, event, qualified, at, basket)
-        step = Step(state)
         self._decide(user_id, state, matches, step)
         return step
 
@@ -575,6 +580,21 @@ class Engine:
                 variant=variant,
             )
         )
+        if verdict.outcome in ("emitted", "holdout"):
+            self._touch(
+                state,
+                Touch(
+                    at=match.at,
+                    trigger_id=trigger,
+                    rule_id=rule.id,
+                    offer_id=rule.offer_id,
+                    channel=verdict.channel,
+                    experiment=experiment,
+                    variant=variant,
+                    group="treated" if verdict.outcome == "emitted" else "holdout",
+                    products=[p for p in (rule.offer.product, *(sku for sku, _ in items)) if p],
+                ),
+            )
         if verdict.outcome != "emitted":
             return
         offer = rule.offer
@@ -623,6 +643,78 @@ class Engine:
             )
         )
 
+    # --- attribution -----------------------------------------------------------------
+
+    def _touch(self, state: UserState, touch: Touch) -> None:
+        state.touches.append(touch)
+        state.touches.sort(key=lambda t: t.at)
+        horizon = state.touches[-1].at - self.attribution_window
+        state.touches = [t for t in state.touches if t.at >= horizon][-MAX_TOUCHES:]
+
+    def _credited(self, state: UserState, product: str, at: float) -> Touch | None:
+        """The latest touch within the window before ``at`` whose offer covers
+        ``product``: last-touch credit."""
+        for touch in reversed(state.touches):
+            inside = touch.at <= at and at - touch.at <= self.attribution_window
+            if inside and product in touch.products:
+                return touch
+        return None
+
+    def _attribute_order(
+        self, user_id: str, state: UserState, props: Any, at: float
+    ) -> list[Attribution]:
+        credited = []
+        for item in props.items:
+            touch = self._credited(state, item.sku, at)
+            if touch is not None:
+                revenue = float(item.price) * item.quantity
+                credited.append(
+                    self._attribution(
+                        user_id,
+                        touch,
+                        at,
+                        revenue,
+                        props.currency,
+                        order_id=props.order_id,
+                        sku=item.sku,
+                    )
+                )
+        return credited
+
+    def _attribute_plan(
+        self, user_id: str, state: UserState, props: Any, at: float
+    ) -> list[Attribution]:
+        touch = self._credited(state, props.plan, at)
+        if touch is None:
+            return []
+        revenue = float(props.price) if props.price is not None else 0.0
+        return [self._attribution(user_id, touch, at, revenue, props.currency, plan=props.plan)]
+
+    @staticmethod
+    def _attribution(
+        user_id: str,
+        touch: Touch,
+        at: float,
+        revenue: float,
+        currency: str | None,
+        **purchase: str,
+    ) -> Attribution:
+        return Attribution(
+            trigger_id=touch.trigger_id,
+            user_id=user_id,
+            rule_id=touch.rule_id,
+            offer_id=touch.offer_id,
+            channel=touch.channel,
+            experiment=touch.experiment,
+            variant=touch.variant,
+            group=touch.group,
+            revenue=round(revenue, 6),
+            currency=currency,
+            converted_at=_datetime(at),
+            lag_seconds=round(at - touch.at, 6),
+            **purchase,
+        )
+
     def _erase(self, user_id: str, event: Event, at: float) -> Step:
         decision = Decision(
             decision_id=erasure_decision_id(user_id, event.event_id),
@@ -630,8 +722,8 @@ class Engine:
             rule_id=None,
             outcome="erased",
             reason=None,
-            detail="erasure requested: every fact, window, timer and dedupe id of the user "
-            "was deleted",
+            detail="erasure requested: every fact, window, timer, dedupe id and attribution "
+            "candidate of the user was deleted",
             trigger_id=None,
             at=_datetime(at),
         )

@@ -46,6 +46,27 @@ class Timer:
 
 
 @dataclass(slots=True)
+class Touch:
+    """An emitted trigger or a held-out decision that a later purchase may be credited to,
+    kept for the attribution window."""
+
+    at: float
+    trigger_id: str
+    rule_id: str
+    offer_id: str
+    channel: str | None
+    experiment: str | None
+    variant: str | None
+    group: str  # treated | holdout
+    products: list[str]
+    """The offer's product and the recommended items: what counts as its conversion."""
+
+
+MAX_TOUCHES = 32
+"""Touches kept per user inside the attribution window (the latest)."""
+
+
+@dataclass(slots=True)
 class UserState:
     """Everything triggerstream holds about one user."""
 
@@ -98,6 +119,8 @@ class UserState:
     """rule id -> the ``last_seen_at`` of the inactive spell it fired for (once per spell).
     Inactivity needs no stored timer: it is due at ``last_seen_at`` plus the rule's span."""
     timers: list[Timer] = field(default_factory=list)
+    touches: list[Touch] = field(default_factory=list)
+    """Emitted and held-out decisions inside the attribution window, oldest first."""
     # duplicates and time
     seen: OrderedDict[int, float] = field(default_factory=OrderedDict)
     """key of event_id -> occurred_at, for 24 hours of event time, oldest first."""
@@ -123,6 +146,8 @@ class UserState:
         }
         if self.timers:
             document["timers"] = [dataclasses.astuple(timer) for timer in self.timers]
+        if self.touches:
+            document["touches"] = [dataclasses.astuple(touch) for touch in self.touches]
         if self.seen:
             document["seen"] = [[key, at] for key, at in self.seen.items()]
         return orjson.dumps(document)
@@ -130,8 +155,9 @@ class UserState:
     @classmethod
     def from_bytes(cls, data: bytes) -> UserState:
         document = orjson.loads(data)
-        state = cls(**{k: v for k, v in document.items() if k not in ("timers", "seen")})
+        state = cls(**{k: v for k, v in document.items() if k not in ("timers", "seen", "touches")})
         state.timers = [Timer(*values) for values in document.get("timers", [])]
+        state.touches = [Touch(*values) for values in document.get("touches", [])]
         state.seen = OrderedDict((int(key), at) for key, at in document.get("seen", []))
         state.sent = [(at, channel) for at, channel in state.sent]
         if state.last_activity is not None:

@@ -1,0 +1,350 @@
+"""``triggerstream report``: what the offers did, by rule, variant and channel.
+
+Reads decision and attribution records (from replay files) and answers a marketer's
+questions: how often did a rule match, how often was an offer sent or held back and
+why, how many of those who got it bought, for how much, and how many more than in the
+holdout, who got nothing. A trigger (or a held-out decision) converts when at least one
+purchase was attributed to it.
+
+Lift is the treated conversion rate minus the holdout's, with a 95% interval (Newcombe's
+method from Wilson intervals, sound for small counts and rates near 0). Below
+``min_sample`` in either group it says "not enough data" rather than a number.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from triggerstream.records import Attribution, Decision
+
+Z95 = 1.959963984540054
+
+
+def wilson(successes: int, total: int) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion."""
+    if total == 0:
+        return 0.0, 1.0
+    p = successes / total
+    centre = (p + Z95**2 / (2 * total)) / (1 + Z95**2 / total)
+    half = Z95 * math.sqrt(p * (1 - p) / total + Z95**2 / (4 * total**2)) / (1 + Z95**2 / total)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def difference_interval(c1: int, n1: int, c0: int, n0: int) -> tuple[float, float, float]:
+    """p1 - p0 and its 95% interval (Newcombe's hybrid score method)."""
+    p1, p0 = c1 / n1, c0 / n0
+    l1, u1 = wilson(c1, n1)
+    l0, u0 = wilson(c0, n0)
+    diff = p1 - p0
+    return (
+        diff,
+        diff - math.sqrt((p1 - l1) ** 2 + (u0 - p0) ** 2),
+        diff + math.sqrt((u1 - p1) ** 2 + (p0 - l0) ** 2),
+    )
+
+
+@dataclass
+class Tally:
+    """Counts for one rule and variant, or one rule, variant and channel."""
+
+    matches: int = 0
+    emitted: int = 0
+    holdout: int = 0
+    suppressed: Counter[str] = field(default_factory=Counter)
+    converted: int = 0
+    holdout_converted: int = 0
+    revenue: dict[str, float] = field(default_factory=dict)
+
+    def add_revenue(self, amounts: dict[str, float]) -> None:
+        for currency, value in amounts.items():
+            self.revenue[currency] = self.revenue.get(currency, 0.0) + value
+
+    @property
+    def conversion_rate(self) -> float | None:
+        return self.converted / self.emitted if self.emitted else None
+
+    def revenue_per_trigger(self) -> dict[str, float]:
+        return {c: v / self.emitted for c, v in self.revenue.items()} if self.emitted else {}
+
+
+@dataclass
+class Lift:
+    treated_rate: float
+    holdout_rate: float
+    difference: float
+    low: float
+    high: float
+    relative: float | None
+
+
+@dataclass
+class Report:
+    by_variant: dict[tuple[str, str], Tally]
+    by_channel: dict[tuple[str, str, str], Tally]
+    holdout: dict[str, Tally]
+    """Per rule: the held-out decisions of every variant, the baseline for its lift."""
+    lifts: dict[tuple[str, str], Lift | None]
+    min_sample: int
+    erased: int = 0
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Flat rows for CSV and JSON: channel "all" carries the lift."""
+        rows = []
+        for (rule, variant), tally in sorted(self.by_variant.items()):
+            rows.append(self._row(rule, variant, "all", tally, self.lifts.get((rule, variant))))
+            for (r, v, channel), per_channel in sorted(self.by_channel.items()):
+                if (r, v) == (rule, variant):
+                    rows.append(self._row(rule, variant, channel, per_channel, None))
+        return rows
+
+    def _row(
+        self, rule: str, variant: str, channel: str, tally: Tally, lift: Lift | None
+    ) -> dict[str, Any]:
+        holdout = self.holdout.get(rule, Tally())
+        row: dict[str, Any] = {
+            "rule": rule,
+            "variant": variant,
+            "channel": channel,
+            "matches": tally.matches,
+            "emitted": tally.emitted,
+            "holdout": tally.holdout,
+            "suppressed": sum(tally.suppressed.values()),
+            "suppressed_by_reason": dict(tally.suppressed.most_common()),
+            "conversions": tally.converted,
+            "conversion_rate": tally.conversion_rate,
+            "revenue": dict(tally.revenue),
+            "revenue_per_trigger": tally.revenue_per_trigger(),
+            "holdout_decisions": holdout.holdout if channel == "all" else None,
+            "holdout_conversions": holdout.holdout_converted if channel == "all" else None,
+        }
+        if channel == "all":
+            row["lift"] = None if lift is None else lift.difference
+            row["lift_low"] = None if lift is None else lift.low
+            row["lift_high"] = None if lift is None else lift.high
+            row["relative_lift"] = None if lift is None else lift.relative
+            row["lift_note"] = "" if lift is not None else self.lift_note(rule, variant)
+        return row
+
+    def lift_note(self, rule: str, variant: str) -> str:
+        treated = self.by_variant[(rule, variant)].emitted
+        held = self.holdout.get(rule, Tally()).holdout
+        if held == 0:
+            return "no holdout"
+        return f"not enough data (need {self.min_sample} per group; {treated} vs {held})"
+
+
+def read_records(paths: Iterable[Path], model: type[Decision] | type[Attribution]) -> list[Any]:
+    records = []
+    for path in paths:
+        with path.open("rb") as handle:
+            for line in handle:
+                if line.strip():
+                    records.append(model.model_validate_json(line))
+    return records
+
+
+def build(
+    decisions: Iterable[Decision], attributions: Iterable[Attribution], min_sample: int = 30
+) -> Report:
+    """Tally decisions and attributions into a report."""
+    converted: dict[str, dict[str, float]] = defaultdict(dict)
+    for attribution in attributions:
+        by_currency = converted[attribution.trigger_id]
+        currency = attribution.currency or "?"
+        by_currency[currency] = by_currency.get(currency, 0.0) + attribution.revenue
+    by_variant: dict[tuple[str, str], Tally] = defaultdict(Tally)
+    by_channel: dict[tuple[str, str, str], Tally] = defaultdict(Tally)
+    holdout: dict[str, Tally] = defaultdict(Tally)
+    erased = 0
+    for decision in decisions:
+        if decision.outcome == "erased" or decision.rule_id is None:
+            erased += 1
+            continue
+        key = (decision.rule_id, decision.variant or "-")
+        tally = by_variant[key]
+        tally.matches += 1
+        revenue = converted.get(decision.trigger_id or "")
+        if decision.outcome == "suppressed":
+            tally.suppressed[decision.reason or "?"] += 1
+        elif decision.outcome == "holdout":
+            tally.holdout += 1
+            pool = holdout[decision.rule_id]
+            pool.holdout += 1
+            if revenue is not None:
+                pool.holdout_converted += 1
+        elif decision.outcome == "emitted":
+            per_channel = by_channel[(*key, decision.channel or "?")]
+            per_channel.matches += 1
+            for target in (tally, per_channel):
+                target.emitted += 1
+                if revenue is not None:
+                    target.converted += 1
+                    target.add_revenue(revenue)
+    lifts: dict[tuple[str, str], Lift | None] = {}
+    for (rule, variant), tally in by_variant.items():
+        baseline = holdout.get(rule)
+        if baseline is None or tally.emitted < min_sample or baseline.holdout < min_sample:
+            lifts[(rule, variant)] = None
+            continue
+        diff, low, high = difference_interval(
+            tally.converted, tally.emitted, baseline.holdout_converted, baseline.holdout
+        )
+        base = baseline.holdout_converted / baseline.holdout
+        treated = tally.converted / tally.emitted
+        lifts[(rule, variant)] = Lift(
+            treated, base, diff, low, high, (treated / base - 1) if base > 0 else None
+        )
+    return Report(dict(by_variant), dict(by_channel), dict(holdout), lifts, min_sample, erased)
+
+
+# --- rendering -----------------------------------------------------------------------
+
+
+def percent(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.1f}%"
+
+
+def money(amounts: dict[str, float]) -> str:
+    if not amounts:
+        return "-"
+    return ", ".join(f"{value:,.2f} {currency}" for currency, value in sorted(amounts.items()))
+
+
+def lift_text(row: dict[str, Any]) -> str:
+    if row.get("lift") is None:
+        return str(row.get("lift_note", ""))
+    points = row["lift"] * 100
+    low, high = row["lift_low"] * 100, row["lift_high"] * 100
+    verdict = "better" if low > 0 else "worse" if high < 0 else "no clear difference"
+    return f"{points:+.1f} pts [{low:+.1f}, {high:+.1f}] ({verdict})"
+
+
+def render_table(report: Report) -> Any:
+    """A rich table, one row per rule and variant and one per channel under it."""
+    from rich.table import Table
+
+    table = Table(
+        title="Offers: what was sent, what converted, and the lift over the holdout",
+        caption=(
+            "conversion = triggers with an attributed purchase / triggers sent; holdout rate = "
+            "the same among all held-out matches of the rule; lift = the difference, 95% interval"
+        ),
+    )
+    for column, justify in (
+        ("rule", "left"),
+        ("variant", "left"),
+        ("channel", "left"),
+        ("matches", "right"),
+        ("sent", "right"),
+        ("held out", "right"),
+        ("suppressed (top reasons)", "left"),
+        ("conversions", "right"),
+        ("conv. rate", "right"),
+        ("holdout rate", "right"),
+        ("revenue", "right"),
+        ("per trigger", "right"),
+        ("lift vs holdout", "left"),
+    ):
+        table.add_column(
+            column,
+            justify=justify,  # type: ignore[arg-type]
+            no_wrap=not column.startswith("suppressed"),
+        )
+    for row in report.rows():
+        overall = row["channel"] == "all"
+        reasons = ", ".join(f"{r} {n}" for r, n in list(row["suppressed_by_reason"].items())[:3])
+        holdout_rate = (
+            row["holdout_conversions"] / row["holdout_decisions"]
+            if overall and row["holdout_decisions"]
+            else None
+        )
+        table.add_row(
+            row["rule"] if overall else "",
+            row["variant"] if overall else "",
+            row["channel"],
+            str(row["matches"]),
+            str(row["emitted"]),
+            str(row["holdout"]) if overall else "",
+            reasons if overall else "",
+            str(row["conversions"]),
+            percent(row["conversion_rate"]),
+            percent(holdout_rate) if overall else "",
+            money(row["revenue"]),
+            money(row["revenue_per_trigger"]),
+            lift_text(row) if overall else "",
+            style=None if overall else "dim",
+        )
+    return table
+
+
+def plot(report: Report, path: Path) -> None:
+    """Conversion rate per variant and for the holdout, with 95% intervals, per rule."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise RuntimeError("--plot needs matplotlib: pip install 'triggerstream[plot]'") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rules = sorted({rule for rule, _ in report.by_variant})
+    figure, axes = plt.subplots(
+        len(rules), 1, figsize=(8, 3.2 * len(rules)), squeeze=False, constrained_layout=True
+    )
+    for axis, rule in zip(axes[:, 0], rules, strict=True):
+        labels, rates, lows, highs, colours = [], [], [], [], []
+        for (r, variant), tally in sorted(report.by_variant.items()):
+            if r != rule or not tally.emitted:
+                continue
+            low, high = wilson(tally.converted, tally.emitted)
+            labels.append(f"{variant}\n(sent {tally.emitted})")
+            rates.append(tally.converted / tally.emitted)
+            lows.append(low)
+            highs.append(high)
+            colours.append("#2b6cb0")
+        pool = report.holdout.get(rule)
+        if pool is not None and pool.holdout:
+            low, high = wilson(pool.holdout_converted, pool.holdout)
+            labels.append(f"holdout\n(held {pool.holdout})")
+            rates.append(pool.holdout_converted / pool.holdout)
+            lows.append(low)
+            highs.append(high)
+            colours.append("#a0aec0")
+        if not rates:
+            axis.set_visible(False)
+            continue
+        errors = [
+            [rate - low for rate, low in zip(rates, lows, strict=True)],
+            [high - rate for rate, high in zip(rates, highs, strict=True)],
+        ]
+        bars = axis.bar(labels, rates, color=colours, yerr=errors, capsize=6)
+        for bar, rate in zip(bars, rates, strict=True):
+            axis.text(
+                bar.get_x() + bar.get_width() / 2,
+                rate / 2,
+                f"{rate * 100:.1f}%",
+                ha="center",
+                va="center",
+                color="white",
+                fontweight="bold",
+            )
+        axis.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+        axis.set_ylabel("conversion rate")
+        lifts = [
+            f"{variant}: {lift.difference * 100:+.1f} pts "
+            f"[{lift.low * 100:+.1f}, {lift.high * 100:+.1f}]"
+            for (r, variant), lift in sorted(report.lifts.items())
+            if r == rule and lift is not None
+        ]
+        axis.set_title(
+            f"{rule}: conversion with 95% intervals"
+            + ("\nlift over holdout: " + "; ".join(lifts) if lifts else ""),
+            fontsize=10,
+        )
+        axis.set_ylim(0, max(highs) * 1.25 or 1)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
