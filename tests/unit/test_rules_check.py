@@ -181,6 +181,12 @@ def test_rules_check_command_prints_every_problem_and_exits_1(tmp_path: Path) ->
             " {quota: {resource: gb, at_least: 80}}}]\n",
             "less than or equal to 1 (got 80)",
         ),
+        (
+            "offers: {p: {kind: upsell, product: p, title: t}}\nrules: [{id: r, offer: p, trigger:"
+            " {nps: {}}}]\nexperiments: [{id: a, rule: r, variants: {x: {weight: 100}}},"
+            " {id: b, rule: r, variants: {y: {weight: 100}}}]\n",
+            "experiments[1].rule: rule `r` already has an experiment; one per rule",
+        ),
     ],
 )
 def test_more_problems(text: str, message: str) -> None:
