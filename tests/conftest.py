@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from triggerstream.settings import Settings
+from triggerstream.testing.apache_kafka import free_ports
 
 ROOT = Path(__file__).resolve().parents[1]
 LOG_DIR = ROOT / ".test-logs"
@@ -50,10 +50,7 @@ class RunningBroker:
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+    return free_ports(1)[0]
 
 
 _started: list[RunningBroker] = []

@@ -104,8 +104,6 @@ Channel: TypeAlias = Literal["in_app", "push", "email"]
 BillingPeriod: TypeAlias = Literal["monthly", "annual"]
 AttributeValue: TypeAlias = StrictBool | StrictInt | StrictFloat | Text
 
-CHANNELS: tuple[Channel, ...] = ("in_app", "push", "email")
-
 
 def _empty() -> Any:
     # DESIGN section 4: `properties` defaults to {}; validated like any value (the

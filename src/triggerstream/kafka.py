@@ -10,7 +10,6 @@ import subprocess
 import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
-from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -30,7 +29,6 @@ async def wait_for_broker(
     bootstrap: str,
     within: float,
     process: subprocess.Popen[bytes] | None = None,
-    options: dict[str, Any] | None = None,
 ) -> None:
     """Return once a metadata request to ``bootstrap`` succeeds.
 
@@ -42,9 +40,7 @@ async def wait_for_broker(
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
             raise KafkaUnavailable(f"the broker exited with status {process.returncode}")
-        admin = AIOKafkaAdminClient(
-            **(options or {"bootstrap_servers": bootstrap}), request_timeout_ms=2000
-        )
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=2000)
         try:
             await admin.start()
             await admin.list_topics()

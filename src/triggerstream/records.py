@@ -33,8 +33,6 @@ SuppressionReason: TypeAlias = Literal[
 """Why a match was not sent, in the order the policy checks them (DESIGN section 7).
 ``holdout`` is the reason of a held-out decision, not a suppression."""
 
-SUPPRESSION_REASONS: tuple[str, ...] = SuppressionReason.__args__  # type: ignore[attr-defined]
-
 CHANNEL_TOPICS: dict[str, str] = {
     "in_app": "offer-triggers.in-app",
     "push": "offer-triggers.push",

@@ -175,7 +175,6 @@ _DEFAULTS: dict[str, Any] = {
 # --- names rule conditions may use (DESIGN.md section 5) ------------------------------
 
 TIME_STATE_NAMES = frozenset({"trial_ends_at", "renews_at", "last_seen_at"})
-LIST_STATE_NAMES = frozenset({"owned", "onboarding_steps"})
 STATE_NAMES: tuple[str, ...] = (
     "plan",
     "first_name",
