@@ -388,6 +388,13 @@ def rules_check(file: Path) -> None:
     metavar="TIMESTAMP",
     help="Fire timers due up to this RFC 3339 time at the end (default: the last event's).",
 )
+@click.option(
+    "--partitions",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Input partitions whose orders teach cross-sell apart, as the worker's do "
+    "[env TRIGGERSTREAM_PARTITIONS, default topics/topics.yaml's 8].",
+)
 def replay(
     rules_file: Path | None,
     events: tuple[Path, ...],
@@ -396,6 +403,7 @@ def replay(
     attributions: IO[bytes] | None,
     dlq: IO[bytes] | None,
     until: str | None,
+    partitions: int | None,
 ) -> None:
     """Run the rules over EVENTS (JSON Lines, each an event with its "topic"), no broker.
 
@@ -403,12 +411,17 @@ def replay(
     lines read, invalid ones by reason, duplicates, decisions by outcome. Invalid lines
     are counted and skipped. Timers run on event time: what was due by the last event
     (or --until) fires. The same events give the same trigger ids as the worker.
+    Co-purchase counts for cross-sell are learned per input partition (a user's
+    partition as Kafka's default partitioner picks it), as a worker learns them.
     """
     from triggerstream import replay as replaying
     from triggerstream.core.engine import Engine
     from triggerstream.rules.load import RulesError, load_rules
+    from triggerstream.topics import input_partitions
 
-    path = rules_file or build_settings().rules
+    settings = build_settings()
+    path = rules_file or settings.rules
+    partitions = partitions or settings.partitions or input_partitions()
     if path is None:
         fail("no rules file: pass --rules FILE or set TRIGGERSTREAM_RULES")
         return
@@ -429,7 +442,9 @@ def replay(
         dead_letters=replaying.line_writer(dlq) if dlq else None,
     )
     with _progress(events) as advance:
-        summary = replaying.run(Engine(loaded), list(events), outputs, until_at, advance)
+        summary = replaying.run(
+            Engine(loaded), list(events), outputs, until_at, advance, partitions
+        )
     triggers.flush()
     click.echo(summary.render(), err=True)
 

@@ -24,9 +24,11 @@ from typing import IO
 import orjson
 
 from triggerstream.core.engine import Engine, Step
+from triggerstream.core.recommend import CoPurchaseCounts
 from triggerstream.core.state import UserState
 from triggerstream.events import INPUT_TOPICS, MAX_EVENT_BYTES, Event, InvalidEvent, decode_event
 from triggerstream.records import DeadLetter, Decision
+from triggerstream.topics import partition_of
 
 Writer = Callable[[bytes], object]
 
@@ -82,8 +84,15 @@ class Outputs:
 class Replay:
     """Feeds lines to the engine in order and keeps the timers on stream time."""
 
-    def __init__(self, engine: Engine, outputs: Outputs) -> None:
+    def __init__(self, engine: Engine, outputs: Outputs, partitions: int = 1) -> None:
         self.engine = engine
+        # Co-purchase counts are learned per input partition, as the worker learns them
+        # (a worker sees only its partitions' orders): one engine, with its own counts,
+        # per partition of Kafka's default partitioner.
+        self.partitions = partitions
+        self.engines = [engine] + [
+            Engine(engine.rules, CoPurchaseCounts()) for _ in range(partitions - 1)
+        ]
         self.outputs = outputs
         self.states: dict[str, UserState] = {}
         self.stream_time = float("-inf")
@@ -91,7 +100,6 @@ class Replay:
 
     def feed(self, lines: Iterable[tuple[str, int, bytes]]) -> None:
         """Process ``(file, line number, line)`` in order."""
-        engine = self.engine
         for source, number, line in lines:
             self.summary.lines += 1
             try:
@@ -102,26 +110,13 @@ class Replay:
             self.summary.events += 1
             at = event.occurred_at.timestamp()
             user = event.user_id
-            state = self.states.get(user)
-            if (
-                state is not None
-                and at > state.latest_at
-                and engine.has_due(state, at)
-                and not engine.is_duplicate(state, event)  # a duplicate moves no clock
-            ):
-                # The user's clock moves to `at`: what fell due by then fires first.
-                self._take(user, engine.fire_due(user, state, at))
-                state = self.states.get(user)
-            step = engine.process(user, state, event)
+            step = self._engine_for(user).handle(user, self.states.get(user), event)
             if step.duplicate:
                 self.summary.duplicates += 1
                 continue
             if at > self.stream_time:
                 self.stream_time = at
             self._take(user, step)
-            if step.state is not None and engine.has_due(step.state, step.state.latest_at):
-                # A timer already due when it is set fires right after its event.
-                self._take(user, engine.fire_due(user, step.state, step.state.latest_at))
 
     def finish(self, until: float | None = None) -> ReplaySummary:
         """Fire everything due up to the later of stream time and ``until``."""
@@ -135,12 +130,17 @@ class Replay:
         while due and due[0][0] <= end:
             when, user = heapq.heappop(due)
             state = self.states[user]
-            self._take(user, self.engine.fire_due(user, state, when))
+            self._take(user, self._engine_for(user).fire_due(user, state, when))
             later = self.engine.next_due(state)
             if later is not None:
                 heapq.heappush(due, (later, user))
         self.summary.users = len(self.states)
         return self.summary
+
+    def _engine_for(self, user: str) -> Engine:
+        if self.partitions == 1:
+            return self.engine
+        return self.engines[partition_of(user, self.partitions)]
 
     def _take(self, user: str, step: Step) -> None:
         if step.state is None:
@@ -245,10 +245,11 @@ def run(
     outputs: Outputs,
     until: float | None = None,
     progress: Callable[[int], None] | None = None,
+    partitions: int = 1,
 ) -> ReplaySummary:
     """Replay files through the engine; the summary of what happened."""
     began = time.perf_counter()
-    replay = Replay(engine, outputs)
+    replay = Replay(engine, outputs, partitions)
     replay.feed(read_lines(paths, progress))
     summary = replay.finish(until)
     summary.seconds = time.perf_counter() - began

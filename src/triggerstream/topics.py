@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
+from aiokafka.partitioner import murmur2
 from pydantic import BaseModel, ConfigDict, Field
 
 from triggerstream.durations import Duration
@@ -49,3 +50,14 @@ def load_topics(path: Path | None = None) -> tuple[TopicSpec, ...]:
     path = path or topics_dir() / "topics.yaml"
     document = yaml.safe_load(path.read_text(encoding="utf-8"))
     return tuple(TopicSpec(name=name, **fields) for name, fields in document["topics"].items())
+
+
+def partition_of(user_id: str, partitions: int) -> int:
+    """The partition Kafka's default partitioner (murmur2 of the key, as the Java client
+    and aiokafka compute it) gives a message keyed by ``user_id``."""
+    return (murmur2(user_id.encode()) & 0x7FFFFFFF) % partitions
+
+
+def input_partitions() -> int:
+    """The partition count declared for the input topics."""
+    return next(spec.partitions for spec in load_topics() if spec.direction == "in")

@@ -214,7 +214,34 @@ class Engine:
             "feedback.unsubscribed": _unsubscribed,
         }
 
-    # --- the two entry points --------------------------------------------------------
+    # --- the entry points ------------------------------------------------------------
+
+    def handle(self, user_id: str, state: UserState | None, event: Event) -> Step:
+        """An event as both shells take it: the user's clock moves to the event's time,
+        so timers due by then fire first; then the event; then any timer the event set
+        that is already due. One step with everything, in that order."""
+        at = event.occurred_at.timestamp()
+        fired: Step | None = None
+        if (
+            state is not None
+            and at > state.latest_at
+            and self.has_due(state, at)
+            and not self.is_duplicate(state, event)  # a duplicate moves no clock
+        ):
+            fired = self.fire_due(user_id, state, at)
+            state = fired.state
+        step = self.process(user_id, state, event)
+        if step.duplicate:
+            return step
+        if step.state is not None and self.has_due(step.state, step.state.latest_at):
+            after = self.fire_due(user_id, step.state, step.state.latest_at)
+            step.decisions += after.decisions
+            step.triggers += after.triggers
+        if fired is not None:
+            step.decisions[:0] = fired.decisions
+            step.triggers[:0] = fired.triggers
+            step.attributions[:0] = fired.attributions
+        return step
 
     def process(self, user_id: str, state: UserState | None, event: Event) -> Step:
         """Apply one input event of ``user_id`` and decide what it triggers."""
