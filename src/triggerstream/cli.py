@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from triggerstream import kafka
 from triggerstream.events import INPUT_TOPICS, MAX_EVENT_BYTES, InvalidEvent, validate_event
 from triggerstream.settings import Settings
-from triggerstream.topics import load_topics
+from triggerstream.topics import TIMER_TICKS_TOPIC, load_topics
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
@@ -185,7 +185,8 @@ def topics_create(**flags: Any) -> None:
         f"{settings.kafka_bootstrap}",
         err=True,
     )
-    inputs = {o.partitions for o in outcomes if o.name in {settings.topic(t) for t in INPUT_TOPICS}}
+    co_partitioned = {settings.topic(t) for t in (*INPUT_TOPICS, TIMER_TICKS_TOPIC)}
+    inputs = {o.partitions for o in outcomes if o.name in co_partitioned}
     if len(inputs) > 1:
         fail(
             "input topics have different partition counts "
@@ -193,6 +194,61 @@ def topics_create(**flags: Any) -> None:
             "add partitions with kafka-topics --alter so they match",
             status=1,
         )
+
+
+# --- worker --------------------------------------------------------------------------
+
+
+@main.command()
+@kafka_flags
+@click.option(
+    "--rules",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The rules file, reloaded when it changes [env TRIGGERSTREAM_RULES].",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="RocksDB state [env TRIGGERSTREAM_DATA_DIR, default ./triggerstream-data].",
+)
+@click.option(
+    "--web-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Metrics and health port [env TRIGGERSTREAM_WEB_PORT, default 6066].",
+)
+def worker(**flags: Any) -> None:
+    """Run a stream worker: read the input topics, write triggers, decisions,
+    attributions and dead letters, until SIGTERM or Ctrl-C.
+
+    Workers with the same TRIGGERSTREAM_TOPIC_PREFIX form one consumer group and share
+    the input partitions. Every other setting comes from the TRIGGERSTREAM_ environment
+    (see the README).
+    """
+    from triggerstream import worker as stream_worker
+    from triggerstream.rules.load import RulesError, load_rules
+
+    settings = build_settings(**flags)
+    if settings.rules is None:
+        fail("no rules file: pass --rules FILE or set TRIGGERSTREAM_RULES")
+        return
+    try:
+        load_rules(settings.rules)
+    except RulesError as error:
+        fail(f"the worker needs a valid rules file; {error}")
+        return
+    except OSError as error:
+        fail(f"cannot read the rules file {settings.rules}: {error.strerror}")
+        return
+    logging.getLogger("triggerstream").setLevel(settings.log_level.upper())
+    shown = ", ".join(f"{k}={v}" for k, v in settings.describe().items() if v is not None)
+    click.echo(f"triggerstream worker: {shown}", err=True)
+    try:
+        stream_worker.run(settings, settings.rules)
+    except kafka.KafkaUnavailable as error:
+        fail(str(error))
 
 
 # --- produce -------------------------------------------------------------------------

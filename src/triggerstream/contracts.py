@@ -102,6 +102,8 @@ def asyncapi_document() -> dict[str, Any]:
             },
         }
     for spec in load_topics():
+        if spec.direction == "internal":
+            continue  # the worker's own topic, no contract with anyone
         channels[spec.name] = {
             "address": spec.name,
             "description": spec.description

@@ -79,6 +79,11 @@ class Admin:
         described = await self._client.describe_topics(list(names))
         return {t["topic"]: len(t["partitions"]) for t in described if t["error_code"] == 0}
 
+    async def broker_count(self) -> int:
+        """How many brokers the cluster has."""
+        cluster = await self._client.describe_cluster()
+        return len(cluster["brokers"])
+
     async def create(self, topics: Iterable[NewTopic]) -> None:
         new = list(topics)
         if not new:

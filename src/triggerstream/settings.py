@@ -39,11 +39,28 @@ class Settings(BaseSettings):
         description="Replicas for `topics create`; -1: the broker's default.replication.factor.",
     )
     web_port: int = Field(6066, ge=0, le=65535, description="Metrics and health port.")
+    web_host: str = Field(
+        "0.0.0.0", description="Address the metrics and health server binds (all by default)."
+    )
     processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
     client_id: str = Field("triggerstream", min_length=1)
     request_timeout: float = Field(
         15.0, gt=0, description="Seconds to wait for a Kafka answer before giving up."
     )
+    session_timeout: float = Field(
+        30.0,
+        ge=3,
+        le=300,
+        description="Seconds a worker may go silent before the group gives its partitions "
+        "to the others (Kafka consumer session timeout).",
+    )
+    rocksdb_memory: int = Field(
+        512,
+        ge=16,
+        description="MiB of RocksDB block cache and write buffers for the whole worker, "
+        "shared out over its tables and partitions.",
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None

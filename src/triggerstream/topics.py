@@ -13,6 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from triggerstream.durations import Duration
 
+TIMER_TICKS_TOPIC = "timer-ticks"
+"""The worker's own topic: a message wakes a user whose timer fell due."""
+
 
 class TopicSpec(BaseModel):
     """One topic as declared: what it carries, how many partitions, how long it is kept."""
@@ -20,7 +23,7 @@ class TopicSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str
-    direction: Literal["in", "out"]
+    direction: Literal["in", "out", "internal"]
     key: str = "user_id"
     partitions: int = Field(ge=1)
     retention: Duration
@@ -55,7 +58,8 @@ def load_topics(path: Path | None = None) -> tuple[TopicSpec, ...]:
 def partition_of(user_id: str, partitions: int) -> int:
     """The partition Kafka's default partitioner (murmur2 of the key, as the Java client
     and aiokafka compute it) gives a message keyed by ``user_id``."""
-    return (murmur2(user_id.encode()) & 0x7FFFFFFF) % partitions
+    hashed: int = murmur2(user_id.encode())
+    return (hashed & 0x7FFFFFFF) % partitions
 
 
 def input_partitions() -> int:

@@ -1,0 +1,51 @@
+"""The worker's Prometheus metrics (DESIGN.md section 11). The core returns facts; the
+worker counts them here. Labels stay bounded: rule ids, topics, types, reasons and
+channels, never a user or an event id."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+EVENTS = Counter(
+    "triggerstream_events", "Valid input events, by topic and type.", ["topic", "type"]
+)
+EVENTS_INVALID = Counter(
+    "triggerstream_events_invalid",
+    "Input sent to events.dlq, by topic and reason code.",
+    ["topic", "reason"],
+)
+EVENTS_DUPLICATE = Counter(
+    "triggerstream_events_duplicate", "Events dropped as repeats of an event id already seen."
+)
+DECISIONS = Counter(
+    "triggerstream_decisions",
+    "Decisions, by rule, outcome and suppression reason.",
+    ["rule", "outcome", "reason"],
+)
+TRIGGERS = Counter(
+    "triggerstream_triggers",
+    "Triggers sent, by rule, channel and variant.",
+    ["rule", "channel", "variant"],
+)
+TRIGGER_LATENCY = Histogram(
+    "triggerstream_trigger_latency_seconds",
+    "From a trigger's event time (or a timer's due time) to its emission.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
+EVENT_PROCESSING = Histogram(
+    "triggerstream_event_processing_seconds",
+    "Time to process one input event, outputs acknowledged.",
+    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+)
+ATTRIBUTIONS = Counter(
+    "triggerstream_attributions",
+    "Purchases attributed to a trigger or holdout decision.",
+    ["rule", "variant", "group"],
+)
+ATTRIBUTED_REVENUE = Counter(
+    "triggerstream_attributed_revenue", "Revenue of attributed purchases.", ["rule", "currency"]
+)
+USERS_TRACKED = Gauge("triggerstream_users_tracked", "Users with state on this worker.")
+RULES_RELOADS = Counter(
+    "triggerstream_rules_reloads", "Changes of the rules file, applied or refused.", ["result"]
+)

@@ -1,0 +1,64 @@
+"""What a worker checks before it starts: its topics exist and are co-partitioned."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from triggerstream.events import INPUT_TOPICS
+from triggerstream.kafka import Admin, KafkaUnavailable
+from triggerstream.records import (
+    ATTRIBUTIONS_TOPIC,
+    CHANNEL_TOPICS,
+    DEAD_LETTER_TOPIC,
+    DECISIONS_TOPIC,
+)
+from triggerstream.settings import Settings
+from triggerstream.topics import TIMER_TICKS_TOPIC
+
+CO_PARTITIONED = (*INPUT_TOPICS, TIMER_TICKS_TOPIC)
+"""Topics a user's messages must all land on the same partition number of."""
+OUTPUTS = (*CHANNEL_TOPICS.values(), DECISIONS_TOPIC, ATTRIBUTIONS_TOPIC, DEAD_LETTER_TOPIC)
+
+
+class TopicsNotReady(KafkaUnavailable):
+    """The worker's topics are missing or not co-partitioned; the message says the fix."""
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What the cluster offers the worker."""
+
+    partitions: int
+    """The input topics' (equal) partition count: at most this many workers share work."""
+    replicas: int
+    """Replicas for the changelog topics the worker creates."""
+
+
+async def check_topics(settings: Settings) -> Layout:
+    """The partition count of the input topics, or :class:`TopicsNotReady`."""
+    async with Admin(settings) as admin:
+        existing = await admin.topic_partitions()
+        brokers = await admin.broker_count()
+    missing = [
+        settings.topic(name)
+        for name in (*CO_PARTITIONED, *OUTPUTS)
+        if settings.topic(name) not in existing
+    ]
+    if missing:
+        raise TopicsNotReady(
+            f"missing topic(s) on {settings.kafka_bootstrap}: {', '.join(missing)}; "
+            "create them with `triggerstream topics create` (same TRIGGERSTREAM_TOPIC_PREFIX)"
+        )
+    counts = {settings.topic(name): existing[settings.topic(name)] for name in CO_PARTITIONED}
+    if len(set(counts.values())) > 1:
+        listed = ", ".join(f"{name} {count}" for name, count in counts.items())
+        raise TopicsNotReady(
+            f"the input topics and {settings.topic(TIMER_TICKS_TOPIC)} must have equal partition "
+            f"counts, so that each user's events meet their state on one partition; found "
+            f"{listed}. Add partitions to the smaller ones (kafka-topics.sh --alter "
+            "--partitions N) or recreate them all with one TRIGGERSTREAM_PARTITIONS"
+        )
+    replicas = settings.replication_factor
+    if replicas == -1:
+        replicas = min(3, brokers)
+    return Layout(partitions=next(iter(counts.values())), replicas=replicas)

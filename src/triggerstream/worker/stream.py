@@ -1,0 +1,417 @@
+"""The stream worker: the engine's pure core on Kafka (DESIGN.md sections 2 to 10).
+
+One faust agent reads the five input topics and the worker's own ``timer-ticks`` topic,
+one message at a time (concurrency 1: with more, faust-streaming can commit past an
+unprocessed message, issue 606). For an input message it validates the raw bytes, loads
+the user's state from the ``users`` table (RocksDB, changelog on the broker), hands both
+to :meth:`Engine.handle` (the call replay makes), sends what came out, and only then
+stores the state back: after a crash, an event whose outputs were not all acknowledged
+is processed again (same trigger ids), and one whose state was stored is recognised by
+its id and dropped. Invalid input goes to ``events.dlq`` with its bytes and changes
+nothing.
+
+Timers (deadline, inactivity, delay) live in each user's state. The worker keeps an
+index of when each user's next one falls due (:class:`TimerSchedule` per partition,
+rebuilt from the table after every rebalance) and, once a timer falls due on the wall
+clock, sends the user a tick on ``timer-ticks`` (same partition as the user's state), so
+the firing happens inside the agent like any event: one writer per user, changelogged,
+never twice.
+
+The wall clock rules a partition only once the worker has caught up with it (or is
+reading live events): while it works through a backlog, a user's timers fire when that
+user's own events pass their due time, as in replay, or once the backlog is read. So a
+backlog of history gives the triggers replay gives; a wall-clock tick never overtakes
+an older event of the same user still waiting in the partition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime as dt
+import logging
+import time
+from collections.abc import Awaitable, Iterator
+from pathlib import Path
+from typing import Any
+
+import faust
+import orjson
+from aiokafka.errors import KafkaError
+from faust.types import TP
+
+from triggerstream.core.engine import Engine, Step
+from triggerstream.core.recommend import CoPurchaseCounts
+from triggerstream.core.state import UserState
+from triggerstream.events import INPUT_TOPICS, InvalidEvent, decode_event
+from triggerstream.records import (
+    ATTRIBUTIONS_TOPIC,
+    CHANNEL_TOPICS,
+    DEAD_LETTER_TOPIC,
+    DECISIONS_TOPIC,
+    DeadLetter,
+)
+from triggerstream.rules.load import RulesError, load_rules
+from triggerstream.rules.model import RulesFile
+from triggerstream.settings import Settings
+from triggerstream.topics import TIMER_TICKS_TOPIC
+from triggerstream.worker import metrics
+from triggerstream.worker.app import build_app, rocksdb_options
+from triggerstream.worker.preflight import Layout
+from triggerstream.worker.schedule import TimerSchedule
+
+log = logging.getLogger("triggerstream.worker")
+
+WAKE_INTERVAL = 1.0
+"""Seconds between two looks at the timer schedule: timers fire well within a minute."""
+LIVE_WINDOW = 60.0
+"""A partition whose latest event occurred less than this long ago is read live: its
+timers follow the wall clock even if a few events are still queued."""
+RULES_CHECK_INTERVAL = 2.0
+"""Seconds between two looks at the rules file for a change."""
+SEND_RETRY = 1.0
+"""Seconds between two attempts to send an output the broker did not take."""
+
+
+class TriggerWorker:
+    """The faust app with its agent, tables and timers, around one rules file."""
+
+    def __init__(self, settings: Settings, rules_path: Path, layout: Layout) -> None:
+        self.settings = settings
+        self.rules_path = rules_path
+        self.rules_text: bytes | None = rules_path.read_bytes()
+        self.rules: RulesFile = load_rules(rules_path)
+        self.partitions = layout.partitions
+        self.app = app = build_app(settings, layout.partitions, layout.replicas)
+        table_options = rocksdb_options(settings, layout.partitions)
+        self.users = app.Table(
+            "users",
+            key_type=bytes,
+            value_type=bytes,
+            partitions=layout.partitions,
+            options=dict(table_options),
+            help="UserState of each user, as bytes.",
+        )
+        self.copurchase_table = app.Table(
+            "copurchases",
+            key_type=bytes,
+            value_type=bytes,
+            partitions=layout.partitions,
+            options=dict(table_options),
+            help="Co-purchase counts: b'<partition>:<sku>' -> {other sku: orders}.",
+        )
+        self.design_name = {settings.topic(name): name for name in INPUT_TOPICS}
+        self.ticks_topic = settings.topic(TIMER_TICKS_TOPIC)
+        source = app.topic(
+            *self.design_name,
+            self.ticks_topic,
+            key_serializer="raw",
+            value_serializer="raw",
+        )
+        self.outputs = {
+            name: app.topic(settings.topic(name), key_serializer="raw", value_serializer="raw")
+            for name in (
+                *CHANNEL_TOPICS.values(),
+                DECISIONS_TOPIC,
+                ATTRIBUTIONS_TOPIC,
+                DEAD_LETTER_TOPIC,
+                TIMER_TICKS_TOPIC,
+            )
+        }
+        self.copurchases: dict[int, CoPurchaseCounts] = {}
+        self.engines: dict[int, Engine] = {}
+        self.schedules: dict[int, TimerSchedule] = {}
+        self.next_offset: dict[TP, int] = {}
+        """Per input topic partition: the offset after the last message processed."""
+        self.latest_event_at: dict[int, float] = {}
+        self.ready = False
+        app.agent(source, name="triggerstream.events", concurrency=1)(self._consume)
+        app.timer(WAKE_INTERVAL, name="triggerstream.wake_due_users")(self._wake_due_users)
+        app.timer(RULES_CHECK_INTERVAL, name="triggerstream.watch_rules")(self._watch_rules)
+        # mode types a receiver as a union of callables, which mypy cannot match.
+        app.on_rebalance_complete.connect(self._on_rebalance_complete)  # type: ignore[arg-type]
+        app.on_partitions_revoked.connect(self._on_partitions_revoked)  # type: ignore[arg-type]
+
+    # --- the agent -------------------------------------------------------------------
+
+    async def _consume(self, stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.events():
+            message = event.message
+            if message.topic == self.ticks_topic:
+                await self._on_tick(message)
+            else:
+                await self._on_event(message)
+                self.next_offset[message.tp] = message.offset + 1
+
+    async def _on_event(self, message: Any) -> None:
+        began = time.perf_counter()
+        topic = self.design_name[message.topic]
+        raw: bytes = message.value if message.value is not None else b""
+        try:
+            event = decode_event(topic, raw)
+        except InvalidEvent as error:
+            metrics.EVENTS_INVALID.labels(topic, error.code).inc()
+            await self._dead_letter(message, error.code, error.reason)
+            return
+        metrics.EVENTS.labels(topic, event.type).inc()
+        self.latest_event_at[message.partition] = event.occurred_at.timestamp()
+        user = event.user_id
+        key = user.encode()
+        partition: int = message.partition
+        engine = self._engine(partition)
+        try:
+            state = self._load(key)
+            step = engine.handle(user, state, event)
+        except Exception as error:  # a bug must cost one event, never the worker
+            log.exception("the engine failed on %s offset %s", message.topic, message.offset)
+            metrics.EVENTS_INVALID.labels(topic, "internal_error").inc()
+            await self._dead_letter(message, "internal_error", f"the engine failed: {error!r}")
+            return
+        if step.duplicate:
+            metrics.EVENTS_DUPLICATE.inc()
+            return
+        await self._send_step(key, step)
+        self._store(partition, key, step.state)
+        if event.qualified_type == "purchase.order_completed":
+            self._store_copurchases(partition, event.properties.items)  # type: ignore[union-attr]
+        metrics.EVENT_PROCESSING.observe(time.perf_counter() - began)
+
+    async def _on_tick(self, message: Any) -> None:
+        key: bytes = message.key
+        partition: int = message.partition
+        user = key.decode()
+        raw = self.users.get(key)
+        if raw is None:
+            self._schedule(partition).set(partition, user, None)  # erased meanwhile
+            return
+        state = UserState.from_bytes(raw)
+        engine = self._engine(partition)
+        now = time.time()
+        if engine.has_due(state, now):
+            step = engine.fire_due(user, state, now)
+            await self._send_step(key, step)
+            self._store(partition, key, step.state)
+        else:
+            self._schedule(partition).set(partition, user, engine.next_due(state))
+
+    # --- state -----------------------------------------------------------------------
+
+    def _engine(self, partition: int) -> Engine:
+        engine = self.engines.get(partition)
+        if engine is None:
+            counts = self.copurchases.setdefault(partition, CoPurchaseCounts())
+            engine = self.engines[partition] = Engine(self.rules, counts)
+        return engine
+
+    def _schedule(self, partition: int) -> TimerSchedule:
+        return self.schedules.setdefault(partition, TimerSchedule())
+
+    def _load(self, key: bytes) -> UserState | None:
+        raw = self.users.get(key)
+        return None if raw is None else UserState.from_bytes(raw)
+
+    def _store(self, partition: int, key: bytes, state: UserState | None) -> None:
+        user = key.decode()
+        if state is None:  # erased: a tombstone goes to the changelog
+            if key in self.users:
+                del self.users[key]
+            self._schedule(partition).set(partition, user, None)
+            return
+        self.users[key] = state.to_bytes()  # always assigned back: faust changelogs sets
+        self._schedule(partition).set(partition, user, self._engine(partition).next_due(state))
+
+    def _store_copurchases(self, partition: int, items: Any) -> None:
+        counts = self.copurchases[partition]
+        for sku in {item.sku for item in items}:
+            partners = counts.pairs.get(sku)
+            if partners is not None:
+                self.copurchase_table[f"{partition}:{sku}".encode()] = orjson.dumps(partners)
+
+    # --- outputs ---------------------------------------------------------------------
+
+    async def _send_step(self, key: bytes, step: Step) -> None:
+        """Send every record of a step and wait until the broker has them all."""
+        now = dt.datetime.now(dt.UTC)
+        pending: list[Awaitable[Any]] = []
+        for decision in step.decisions:
+            metrics.DECISIONS.labels(
+                decision.rule_id or "", decision.outcome, decision.reason or ""
+            ).inc()
+            pending.append(await self._send(DECISIONS_TOPIC, key, decision.model_dump_json()))
+        for trigger in step.triggers:
+            emitted = trigger.model_copy(update={"emitted_at": now})
+            metrics.TRIGGERS.labels(trigger.rule_id, trigger.channel, trigger.variant or "").inc()
+            metrics.TRIGGER_LATENCY.observe(max(0.0, (now - trigger.triggered_at).total_seconds()))
+            pending.append(
+                await self._send(CHANNEL_TOPICS[trigger.channel], key, emitted.model_dump_json())
+            )
+        for attribution in step.attributions:
+            metrics.ATTRIBUTIONS.labels(
+                attribution.rule_id, attribution.variant or "", attribution.group
+            ).inc()
+            metrics.ATTRIBUTED_REVENUE.labels(attribution.rule_id, attribution.currency).inc(
+                attribution.revenue
+            )
+            pending.append(await self._send(ATTRIBUTIONS_TOPIC, key, attribution.model_dump_json()))
+        for delivery in pending:
+            await delivery
+
+    async def _send(
+        self, topic: str, key: bytes, value: str | bytes, partition: int | None = None
+    ) -> Awaitable[Any]:
+        """Hand a record to the producer, retrying while the broker refuses it; returns
+        the acknowledgement to wait for."""
+        payload = value.encode() if isinstance(value, str) else value
+        while True:
+            try:
+                return await self.outputs[topic].send(key=key, value=payload, partition=partition)
+            except KafkaError as error:
+                log.warning("sending to %s failed (%s); retrying in %ss", topic, error, SEND_RETRY)
+                await asyncio.sleep(SEND_RETRY)
+
+    async def _dead_letter(self, message: Any, code: str, reason: str) -> None:
+        raw: bytes = message.value if message.value is not None else b""
+        try:
+            text: str | None = raw.decode()
+        except UnicodeDecodeError:
+            text = None
+        record = DeadLetter(
+            topic=self.design_name.get(message.topic, message.topic),
+            partition=message.partition,
+            offset=message.offset,
+            reason_code=code,
+            reason=reason,
+            value_text=text,
+            value_base64=base64.b64encode(raw).decode(),
+        )
+        ack = await self._send(
+            DEAD_LETTER_TOPIC, message.key, record.model_dump_json(exclude_none=True)
+        )
+        await ack
+
+    # --- timers ----------------------------------------------------------------------
+
+    async def _wake_due_users(self) -> None:
+        if not self.ready:
+            return
+        now = time.time()
+        due = [
+            (partition, user)
+            for partition, schedule in self.schedules.items()
+            if await self._follows_wall_clock(partition, now)
+            for partition, user in schedule.pop_due(now)
+        ]
+        acks = []
+        for partition, user in due:
+            acks.append(
+                await self._send(
+                    TIMER_TICKS_TOPIC,
+                    user.encode(),
+                    orjson.dumps({"user_id": user}),
+                    partition=partition,
+                )
+            )
+        for ack in acks:
+            await ack
+
+    async def _follows_wall_clock(self, partition: int, now: float) -> bool:
+        """Whether the partition's timers may fire on the wall clock: every input
+        message of it read, or its latest event recent (a live stream, a little behind)."""
+        if self.latest_event_at.get(partition, float("-inf")) >= now - LIVE_WINDOW:
+            return True
+        consumer = self.app.consumer
+        for topic in self.design_name:
+            tp = TP(topic, partition)
+            highwater = consumer.highwater(tp)
+            if highwater is None:
+                return False
+            done = self.next_offset.get(tp)
+            if done is None:  # nothing processed since it was assigned
+                done = await consumer.position(tp)
+            if done is None or done < highwater:
+                return False
+        return True
+
+    async def _on_partitions_revoked(
+        self, sender: Any, *args: Any, signal: Any, **kwargs: Any
+    ) -> None:
+        self.ready = False
+
+    async def _on_rebalance_complete(
+        self, sender: Any, *args: Any, signal: Any, **kwargs: Any
+    ) -> None:
+        """Partitions settled and tables recovered: rebuild the co-purchase counts and
+        the timer schedule of the partitions this worker now owns."""
+        began = time.perf_counter()
+        active = {
+            tp.partition
+            for tp in self.app.assignor.assigned_actives()
+            if tp.topic == self.ticks_topic
+        }
+        self.copurchases = {partition: CoPurchaseCounts() for partition in active}
+        for key, value in self.copurchase_table.items():
+            partition_text, _, sku = key.decode().partition(":")
+            counts = self.copurchases.get(int(partition_text))
+            if counts is not None:
+                counts.pairs[sku] = orjson.loads(value)
+        self.engines = {}
+        self.schedules = {}
+        self.next_offset = {tp: n for tp, n in self.next_offset.items() if tp.partition in active}
+        users = 0
+        for partition in sorted(active):
+            engine = self._engine(partition)
+            schedule = self._schedule(partition)
+            for key, value in _stored(self.users, partition):
+                users += 1
+                due = engine.next_due(UserState.from_bytes(value))
+                if due is not None:
+                    schedule.set(partition, key.decode(), due)
+        self.ready = True
+        metrics.USERS_TRACKED.set(users)
+        log.info(
+            "partitions %s ready: %d users, %d with timers, in %.2fs",
+            sorted(active),
+            users,
+            sum(len(schedule) for schedule in self.schedules.values()),
+            time.perf_counter() - began,
+        )
+
+    # --- rules -----------------------------------------------------------------------
+
+    async def _watch_rules(self) -> None:
+        """Apply a changed rules file once it validates; keep the running rules if not."""
+        try:
+            text = self.rules_path.read_bytes()
+        except OSError as error:
+            if self.rules_text is not None:
+                log.error(
+                    "cannot read the rules file %s (%s); keeping the running rules",
+                    self.rules_path,
+                    error,
+                )
+                self.rules_text = None
+            return
+        if text == self.rules_text:
+            return
+        self.rules_text = text
+        try:
+            rules = load_rules(self.rules_path)
+        except RulesError as error:
+            metrics.RULES_RELOADS.labels("refused").inc()
+            log.error("rules file changed but refused; the running rules stay:\n%s", error)
+            return
+        self.rules = rules
+        self.engines = {}  # rebuilt on demand, with the same co-purchase counts
+        metrics.RULES_RELOADS.labels("applied").inc()
+        log.info("rules reloaded from %s: %d rule(s)", self.rules_path, len(rules.rules))
+
+
+def _stored(table: Any, partition: int) -> Iterator[tuple[bytes, bytes]]:
+    """Every key and value a table holds for one partition. faust's RocksDB store keeps
+    a database per partition; its iteration API does not say which, so this reads the
+    partition's database directly."""
+    store = table.data
+    database = store._dbs.get(partition)
+    if database is None:
+        return
+    yield from store._visible_items(database)

@@ -1,0 +1,161 @@
+"""Running `triggerstream worker` as a user does, and reading what it wrote."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+import re
+import signal
+import subprocess
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from tests.conftest import TRIGGERSTREAM, free_port, run_cli
+from triggerstream import kafka
+from triggerstream.records import CHANNEL_TOPICS, DECISIONS_TOPIC
+from triggerstream.settings import Settings
+
+READY = "ready:"
+"""What a worker logs once its partitions are assigned and its tables recovered."""
+
+
+class WorkerProcess:
+    """One `triggerstream worker` subprocess with its own data directory and port."""
+
+    def __init__(self, env: dict[str, str], rules: Path, folder: Path, name: str = "w1") -> None:
+        self.folder = folder / name
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.folder / "worker.log"
+        self.web_port = free_port()
+        self.env = {
+            **env,
+            "TRIGGERSTREAM_RULES": str(rules),
+            "TRIGGERSTREAM_DATA_DIR": str(self.folder / "data"),
+            "TRIGGERSTREAM_WEB_PORT": str(self.web_port),
+            "TRIGGERSTREAM_WEB_HOST": "127.0.0.1",
+            "TRIGGERSTREAM_SESSION_TIMEOUT": "6",
+            "TRIGGERSTREAM_LOG_LEVEL": "info",
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> WorkerProcess:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [TRIGGERSTREAM, "worker"],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def ready_lines(self) -> list[str]:
+        return [line for line in self.log().splitlines() if READY in line]
+
+    def wait_ready(self, count: int = 1, timeout: float = 120) -> None:
+        """Wait until the worker has logged ``count`` rebalances completed."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if len(self.ready_lines()) >= count:
+                return
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise AssertionError(f"worker exited {self.process.returncode}:\n{self.log()}")
+            time.sleep(0.2)
+        raise AssertionError(f"worker not ready within {timeout}s:\n{self.log()[-5000:]}")
+
+    def stop(self, signum: int = signal.SIGTERM, timeout: float = 60) -> int:
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(signum)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise AssertionError(f"worker ignored signal {signum}:\n{self.log()[-5000:]}") from None
+
+    def kill(self) -> None:
+        """SIGKILL: no goodbye, no commit, no flush."""
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+    def ensure_stopped(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.kill()
+
+
+def create_topics(env: dict[str, str]) -> None:
+    result = run_cli("topics", "create", env=env)
+    assert result.returncode == 0, result.stderr
+
+
+def produce(env: dict[str, str], path: Path) -> None:
+    result = run_cli("produce", str(path), env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+
+
+def write_lines(path: Path, lines: Iterable[dict[str, Any]]) -> Path:
+    path.write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in lines))
+    return path
+
+
+def read_topic(settings: Settings, name: str, idle: float = 1.5) -> list[dict[str, Any]]:
+    """Every record of a topic (by its DESIGN name), from the beginning."""
+
+    async def read() -> list[dict[str, Any]]:
+        return [
+            orjson.loads(value)
+            async for value in kafka.tail(settings, settings.topic(name), True, idle, None)
+            if value is not None
+        ]
+
+    return asyncio.run(read())
+
+
+def wait_for_records(
+    settings: Settings, name: str, count: int, timeout: float = 90
+) -> list[dict[str, Any]]:
+    """The records of a topic once there are at least ``count`` (and no more arrive)."""
+    deadline = time.monotonic() + timeout
+    records: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        records = read_topic(settings, name)
+        if len(records) >= count:
+            return records
+        time.sleep(0.5)
+    raise AssertionError(f"{name}: {len(records)} records after {timeout}s, expected {count}")
+
+
+def triggers(settings: Settings) -> list[dict[str, Any]]:
+    return [t for name in CHANNEL_TOPICS.values() for t in read_topic(settings, name)]
+
+
+def decisions(settings: Settings) -> list[dict[str, Any]]:
+    return read_topic(settings, DECISIONS_TOPIC)
+
+
+_TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d:\d\d)$")
+
+
+def shifted(value: Any, delta: dt.timedelta) -> Any:
+    """A copy of an event (or any JSON value) with every timestamp moved by ``delta``."""
+    if isinstance(value, dict):
+        return {key: shifted(item, delta) for key, item in value.items()}
+    if isinstance(value, list):
+        return [shifted(item, delta) for item in value]
+    if isinstance(value, str) and _TIMESTAMP.match(value):
+        return (dt.datetime.fromisoformat(value) + delta).isoformat()
+    if isinstance(value, dt.datetime):
+        return (value + delta).isoformat()
+    return value
