@@ -31,19 +31,21 @@ import base64
 import datetime as dt
 import logging
 import time
+import weakref
 from collections.abc import Awaitable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import faust
 import orjson
 from aiokafka.errors import KafkaError
+from faust.streams import _current_event
 from faust.types import TP
 
 from triggerstream.core.engine import Engine, Step
 from triggerstream.core.recommend import CoPurchaseCounts
 from triggerstream.core.state import UserState
-from triggerstream.events import INPUT_TOPICS, InvalidEvent, decode_event
+from triggerstream.events import INPUT_TOPICS, Event, InvalidEvent, decode_event
 from triggerstream.records import (
     ATTRIBUTIONS_TOPIC,
     CHANNEL_TOPICS,
@@ -57,6 +59,7 @@ from triggerstream.settings import Settings
 from triggerstream.topics import TIMER_TICKS_TOPIC
 from triggerstream.worker import metrics
 from triggerstream.worker.app import build_app, rocksdb_options
+from triggerstream.worker.merge import FIRST, EventTimeMerge
 from triggerstream.worker.preflight import Layout
 from triggerstream.worker.schedule import TimerSchedule
 
@@ -67,6 +70,9 @@ WAKE_INTERVAL = 1.0
 LIVE_WINDOW = 60.0
 """A partition whose latest event occurred less than this long ago is read live: its
 timers follow the wall clock even if a few events are still queued."""
+MAX_WAIT = 0.5
+"""Seconds a read message waits for the other inputs of its partition (event-time order)
+before it is processed anyway."""
 RULES_CHECK_INTERVAL = 2.0
 """Seconds between two looks at the rules file for a change."""
 SEND_RETRY = 1.0
@@ -121,12 +127,18 @@ class TriggerWorker:
         self.copurchases: dict[int, CoPurchaseCounts] = {}
         self.engines: dict[int, Engine] = {}
         self.schedules: dict[int, TimerSchedule] = {}
-        self.next_offset: dict[TP, int] = {}
-        """Per input topic partition: the offset after the last message processed."""
+        self.read_offset: dict[tuple[str, int], int] = {}
+        """Per input topic partition: the offset after the last message read."""
+        self.merge: EventTimeMerge[tuple[faust.types.EventT[bytes], Event | InvalidEvent]] = (
+            EventTimeMerge(list(self.design_name), max_wait=MAX_WAIT)
+        )
+        self.processing = asyncio.Lock()
+        """Held while a message is processed: one writer of the tables at a time."""
         self.latest_event_at: dict[int, float] = {}
         self.ready = False
         app.agent(source, name="triggerstream.events", concurrency=1)(self._consume)
         app.timer(WAKE_INTERVAL, name="triggerstream.wake_due_users")(self._wake_due_users)
+        app.timer(MAX_WAIT / 4, name="triggerstream.release_waiting")(self._release_waiting)
         app.timer(RULES_CHECK_INTERVAL, name="triggerstream.watch_rules")(self._watch_rules)
         # mode types a receiver as a union of callables, which mypy cannot match.
         app.on_rebalance_complete.connect(self._on_rebalance_complete)  # type: ignore[arg-type]
@@ -135,26 +147,64 @@ class TriggerWorker:
     # --- the agent -------------------------------------------------------------------
 
     async def _consume(self, stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
+        # Acknowledged by hand: an input message is acknowledged (and its offset becomes
+        # committable) only once processed, which may be after later ones were read.
+        async for event in cast(faust.Stream[bytes], stream).noack().events():
             message = event.message
             if message.topic == self.ticks_topic:
-                await self._on_tick(message)
-            else:
-                await self._on_event(message)
-                self.next_offset[message.tp] = message.offset + 1
+                async with self.processing:
+                    await self._on_tick(message)
+                event.ack()
+                continue
+            self._read(event)
+            await self._release(message.partition)
 
-    async def _on_event(self, message: Any) -> None:
+    def _read(self, event: faust.types.EventT[bytes]) -> None:
+        """Validate a message and queue it in its partition's event-time order."""
+        message = event.message
+        topic = self.design_name[message.topic]
+        decoded: Event | InvalidEvent
+        try:
+            decoded = decode_event(topic, message.value if message.value is not None else b"")
+            at = decoded.occurred_at.timestamp()
+            self.latest_event_at[message.partition] = at
+        except InvalidEvent as error:
+            decoded, at = error, FIRST
+        self.read_offset[(message.topic, message.partition)] = message.offset + 1
+        self.merge.add(message.topic, message.partition, at, time.monotonic(), (event, decoded))
+
+    async def _release(self, partition: int, drain: bool = False) -> None:
+        """Process the partition's queued messages that may go now."""
+        async with self.processing:
+            released = self.merge.release(partition, self._read_to_end, time.monotonic(), drain)
+            for event, decoded in released:
+                # Tables write to the partition of faust's "current event": the message
+                # being processed, which is no longer the one the stream last yielded.
+                token = _current_event.set(weakref.ref(event))
+                try:
+                    await self._on_event(event.message, decoded)
+                finally:
+                    _current_event.reset(token)
+                event.ack()
+
+    async def _release_waiting(self) -> None:
+        for partition in self.merge.partitions():
+            await self._release(partition)
+
+    def _read_to_end(self, tp: tuple[str, int]) -> bool:
+        highwater = self.app.consumer.highwater(TP(*tp))
+        read = self.read_offset.get(tp)
+        return highwater is not None and read is not None and read >= highwater
+
+    async def _on_event(self, message: Any, decoded: Event | InvalidEvent) -> None:
         began = time.perf_counter()
         topic = self.design_name[message.topic]
-        raw: bytes = message.value if message.value is not None else b""
-        try:
-            event = decode_event(topic, raw)
-        except InvalidEvent as error:
-            metrics.EVENTS_INVALID.labels(topic, error.code).inc()
-            await self._dead_letter(message, error.code, error.reason)
+        if isinstance(decoded, InvalidEvent):
+            metrics.EVENTS_INVALID.labels(topic, decoded.code).inc()
+            await self._dead_letter(message, decoded.code, decoded.reason)
             return
+        event = decoded
         metrics.EVENTS.labels(topic, event.type).inc()
-        self.latest_event_at[message.partition] = event.occurred_at.timestamp()
         user = event.user_id
         key = user.encode()
         partition: int = message.partition
@@ -298,7 +348,7 @@ class TriggerWorker:
         due = [
             (partition, user)
             for partition, schedule in self.schedules.items()
-            if await self._follows_wall_clock(partition, now)
+            if self._follows_wall_clock(partition, now)
             for partition, user in schedule.pop_due(now)
         ]
         acks = []
@@ -314,23 +364,15 @@ class TriggerWorker:
         for ack in acks:
             await ack
 
-    async def _follows_wall_clock(self, partition: int, now: float) -> bool:
-        """Whether the partition's timers may fire on the wall clock: every input
-        message of it read, or its latest event recent (a live stream, a little behind)."""
+    def _follows_wall_clock(self, partition: int, now: float) -> bool:
+        """Whether the partition's timers may fire on the wall clock: its input read to
+        the end and processed, or its latest event recent (a live stream, a little
+        behind)."""
         if self.latest_event_at.get(partition, float("-inf")) >= now - LIVE_WINDOW:
             return True
-        consumer = self.app.consumer
-        for topic in self.design_name:
-            tp = TP(topic, partition)
-            highwater = consumer.highwater(tp)
-            if highwater is None:
-                return False
-            done = self.next_offset.get(tp)
-            if done is None:  # nothing processed since it was assigned
-                done = await consumer.position(tp)
-            if done is None or done < highwater:
-                return False
-        return True
+        return self.merge.pending(partition) == 0 and all(
+            self._read_to_end((topic, partition)) for topic in self.design_name
+        )
 
     async def _on_partitions_revoked(
         self, sender: Any, *args: Any, signal: Any, **kwargs: Any
@@ -356,7 +398,14 @@ class TriggerWorker:
                 counts.pairs[sku] = orjson.loads(value)
         self.engines = {}
         self.schedules = {}
-        self.next_offset = {tp: n for tp, n in self.next_offset.items() if tp.partition in active}
+        self.merge.forget_partitions(active)
+        consumer = self.app.consumer
+        self.read_offset = {}
+        for topic in self.design_name:
+            for partition in active:
+                position = await consumer.position(TP(topic, partition))
+                if position is not None:
+                    self.read_offset[(topic, partition)] = position
         users = 0
         for partition in sorted(active):
             engine = self._engine(partition)
