@@ -95,9 +95,9 @@ class WorkerProcess:
             self.kill()
 
 
-def create_topics(env: dict[str, str]) -> None:
+def create_topics(env: dict[str, str], expect_failure: bool = False) -> None:
     result = run_cli("topics", "create", env=env)
-    assert result.returncode == 0, result.stderr
+    assert (result.returncode != 0) == expect_failure, result.stderr
 
 
 def produce(env: dict[str, str], path: Path) -> None:

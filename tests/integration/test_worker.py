@@ -3,8 +3,11 @@ rules that change while it runs."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import datetime as dt
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +16,7 @@ import orjson
 import pytest
 
 from tests.conftest import run_cli
+from tests.engine_support import event, rule, rules_file
 from tests.scenarios import RULES, scenario_events
 from tests.worker_support import (
     WorkerProcess,
@@ -24,8 +28,11 @@ from tests.worker_support import (
     wait_for_records,
     write_lines,
 )
-from triggerstream.records import DECISIONS_TOPIC
+from triggerstream import kafka
+from triggerstream.records import DEAD_LETTER_TOPIC, DECISIONS_TOPIC
 from triggerstream.settings import Settings
+from triggerstream.topics import load_topics
+from triggerstream.traffic import history
 
 # The scenarios are dated around November 2026; moved 90 days back, every timer they set
 # is due in the past, so the worker (on the wall clock) and replay (up to now) fire all.
@@ -102,3 +109,294 @@ def test_worker_triggers_what_replay_triggers_for_the_design_scenarios(
 
     assert worker.stop(signal.SIGTERM) == 0
     assert "Traceback" not in worker.log()
+
+
+# --- a stream of realistic traffic ---------------------------------------------------
+
+
+def traffic(path: Path, events: int, users: int) -> Path:
+    """A month of realistic traffic that ended two weeks ago (every timer due by now)."""
+    start = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(days=45)
+    path.write_bytes(b"".join(line + b"\n" for line in history(events, users, 11, start)))
+    return path
+
+
+def assert_same_outcome_as_replay(
+    settings: Settings, expected: dict[str, list[dict[str, Any]]], timeout: float = 120
+) -> None:
+    """Every decision and trigger replay makes, each exactly once."""
+    got = wait_for_records(settings, DECISIONS_TOPIC, len(expected["decisions"]), timeout)
+    assert decision_keys(got) == decision_keys(expected["decisions"])
+    sent = triggers(settings)
+    assert sorted(t["trigger_id"] for t in sent) == sorted(
+        t["trigger_id"] for t in expected["triggers"]
+    )
+
+
+def test_a_worker_stopped_mid_stream_resumes_without_losing_or_repeating_anything(
+    settings: Settings, cli_env: dict[str, str], tmp_path: Path, workers: list[WorkerProcess]
+) -> None:
+    events = traffic(tmp_path / "events.jsonl", 5000, 300)
+    create_topics(cli_env)
+    produce(cli_env, events)
+    expected = replayed(events, tmp_path, cli_env)
+    assert len(expected["triggers"]) > 30
+    worker = WorkerProcess(cli_env, RULES, tmp_path).start()
+    workers.append(worker)
+    worker.wait_ready()
+    wait_for_records(settings, DECISIONS_TOPIC, len(expected["decisions"]) // 4)
+    assert worker.stop(signal.SIGTERM) == 0, worker.log()[-3000:]
+    assert len(decisions(settings)) < len(expected["decisions"]), "stopped too late to tell"
+
+    worker.start()
+    worker.wait_ready(count=2)
+    assert_same_outcome_as_replay(settings, expected)
+    assert worker.stop(signal.SIGTERM) == 0
+    assert "Traceback" not in worker.log()
+
+
+def test_two_workers_share_the_partitions_and_one_takes_over_when_the_other_is_killed(
+    settings: Settings, cli_env: dict[str, str], tmp_path: Path, workers: list[WorkerProcess]
+) -> None:
+    events = traffic(tmp_path / "events.jsonl", 5000, 300)
+    create_topics(cli_env)
+    produce(cli_env, events)
+    expected = replayed(events, tmp_path, cli_env)
+    first = WorkerProcess(cli_env, RULES, tmp_path, "w1").start()
+    second = WorkerProcess(cli_env, RULES, tmp_path, "w2").start()
+    workers += [first, second]
+    first.wait_ready()
+    second.wait_ready()
+    wait_for_records(settings, DECISIONS_TOPIC, len(expected["decisions"]) // 4)
+    first.kill()
+    assert len(decisions(settings)) < len(expected["decisions"]), "killed too late to tell"
+
+    # The survivor is given every partition, recovers the dead one's state from the
+    # changelogs, and finishes the stream.
+    second.wait_ready(count=len(second.ready_lines()) + 1)
+    assert "partitions [0, 1, 2, 3, 4, 5, 6, 7] ready" in second.ready_lines()[-1]
+    got = wait_for_records(settings, DECISIONS_TOPIC, len(expected["decisions"]))
+    # At-least-once: what the killed worker had sent but not yet stored may be sent again,
+    # with the same ids. Nothing is lost, nothing is counted twice.
+    assert set(decision_keys(got)) == set(decision_keys(expected["decisions"]))
+    by_id: dict[str, list[tuple[Any, ...]]] = {}
+    for key in decision_keys(got):
+        by_id.setdefault(key[0], []).append(key)
+    assert all(len(set(copies)) == 1 for copies in by_id.values()), "a repeat that differs"
+    sent = {t["trigger_id"] for t in triggers(settings)}
+    assert sent == {t["trigger_id"] for t in expected["triggers"]}
+    assert second.stop(signal.SIGTERM) == 0
+
+
+def test_a_timer_due_while_the_worker_is_down_fires_once_when_it_returns(
+    settings: Settings, cli_env: dict[str, str], tmp_path: Path, workers: list[WorkerProcess]
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(rules_file([rule("later", delay="8s", channels=["in_app"])]))
+    create_topics(cli_env)
+    worker = WorkerProcess(cli_env, rules, tmp_path).start()
+    workers.append(worker)
+    worker.wait_ready()
+    now = dt.datetime.now(dt.UTC)
+    produce(
+        cli_env,
+        write_lines(
+            tmp_path / "events.jsonl",
+            [
+                event("usage.session_started", "ava", now),
+                event("usage.feature_used", "ava", now, feature="export"),
+            ],
+        ),
+    )
+    time.sleep(2)  # the events are processed and the timer set; it is not due yet
+    assert worker.stop(signal.SIGTERM) == 0
+    assert decisions(settings) == []
+    time.sleep(max(0.0, (now + dt.timedelta(seconds=9) - dt.datetime.now(dt.UTC)).total_seconds()))
+
+    worker.start()
+    worker.wait_ready(count=2)
+    (decision,) = wait_for_records(settings, DECISIONS_TOPIC, 1, timeout=30)
+    assert decision["outcome"] == "emitted"
+    (trigger,) = triggers(settings)
+    assert dt.datetime.fromisoformat(trigger["triggered_at"]) == now.replace(
+        microsecond=now.microsecond
+    ) + dt.timedelta(seconds=8)
+    time.sleep(3)  # more wake-ups come and go: still one
+    assert len(decisions(settings)) == 1
+    assert worker.stop(signal.SIGTERM) == 0
+
+
+# --- bad input and changed rules -----------------------------------------------------
+
+POISON: list[tuple[str, bytes, str]] = [
+    ("usage-events", b"\xff\xfe not utf-8", "not_json"),
+    ("usage-events", b"{not json", "not_json"),
+    ("purchase-events", b"[1, 2, 3]", "not_object"),
+    ("support-events", b'{"user_id": "u", "type": "nps_submitted"}', "missing_field"),
+    (
+        "usage-events",
+        b'{"event_id": "p1", "user_id": "u", "type": "teleported", '
+        b'"occurred_at": "2026-11-01T10:00:00Z"}',
+        "unknown_type",
+    ),
+    (
+        "usage-events",
+        b'{"event_id": "p2", "user_id": "u", "type": "feature_used", '
+        b'"occurred_at": "2026-11-01T10:00:00"}',
+        "naive_timestamp",
+    ),
+    (
+        "support-events",
+        b'{"event_id": "p3", "user_id": "u", "type": "nps_submitted", '
+        b'"occurred_at": "2026-11-01T10:00:00Z", "properties": {"score": 11}}',
+        "out_of_range",
+    ),
+    (
+        "profile-events",
+        b'{"event_id": "p4", "user_id": 7, "type": "erasure_requested", '
+        b'"occurred_at": "2026-11-01T10:00:00Z"}',
+        "wrong_type",
+    ),
+    ("offer-feedback", b'{"a": ' * 600 + b"1" + b"}" * 600, "too_deep"),
+    ("usage-events", b'{"pad": "' + b"x" * 70_000 + b'"}', "too_large"),
+]
+
+
+def test_poison_input_lands_in_the_dead_letter_topic_and_processing_goes_on(
+    settings: Settings, cli_env: dict[str, str], tmp_path: Path, workers: list[WorkerProcess]
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(rules_file([rule("any", channels=["in_app"])]))
+    create_topics(cli_env)
+    worker = WorkerProcess(cli_env, rules, tmp_path).start()
+    workers.append(worker)
+    worker.wait_ready()
+    now = dt.datetime.now(dt.UTC)
+    asyncio.run(send_raw(settings, [(topic, b"u", value) for topic, value, _ in POISON]))
+    produce(
+        cli_env,
+        write_lines(
+            tmp_path / "after.jsonl",
+            [
+                event("usage.session_started", "u", now),
+                event("usage.feature_used", "u", now, feature="export"),
+            ],
+        ),
+    )
+    dead = wait_for_records(settings, DEAD_LETTER_TOPIC, len(POISON))
+    assert sorted((d["topic"], d["reason_code"]) for d in dead) == sorted(
+        (topic, code) for topic, _, code in POISON
+    )
+    for letter in dead:
+        assert letter["reason"]
+        assert isinstance(letter["partition"], int)
+        assert isinstance(letter["offset"], int)
+        original = base64.b64decode(letter["value_base64"])
+        assert original in {value for _, value, _ in POISON}
+    (decision,) = wait_for_records(settings, DECISIONS_TOPIC, 1)
+    assert (decision["user_id"], decision["outcome"]) == ("u", "emitted")
+    assert worker.process is not None
+    assert worker.process.poll() is None
+    assert "Traceback" not in worker.log()
+    assert worker.stop(signal.SIGTERM) == 0
+
+
+async def send_raw(settings: Settings, messages: list[tuple[str, bytes, bytes]]) -> None:
+    await kafka.produce(
+        settings, [(settings.topic(topic), key, value) for topic, key, value in messages]
+    )
+
+
+def test_a_changed_rules_file_applies_without_restart_and_a_broken_one_is_refused(
+    settings: Settings, cli_env: dict[str, str], tmp_path: Path, workers: list[WorkerProcess]
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    exports = {"event": {"type": "usage.feature_used", "where": {"feature": "export"}}}
+    shares = {"event": {"type": "usage.feature_used", "where": {"feature": "share"}}}
+    rules.write_text(rules_file([rule("on-export", exports, channels=["in_app"])]))
+    create_topics(cli_env)
+    worker = WorkerProcess(cli_env, rules, tmp_path).start()
+    workers.append(worker)
+    worker.wait_ready()
+
+    def use(user: str, feature: str, name: str) -> None:
+        now = dt.datetime.now(dt.UTC)
+        produce(
+            cli_env,
+            write_lines(
+                tmp_path / f"{name}.jsonl",
+                [
+                    event("usage.session_started", user, now),
+                    event("usage.feature_used", user, now, feature=feature),
+                ],
+            ),
+        )
+
+    use("ann", "share", "1")  # no rule for sharing yet
+    use("ann", "export", "2")
+    wait_for_records(settings, DECISIONS_TOPIC, 1)
+
+    rules.write_text(rules_file([rule("on-share", shares, channels=["in_app"])]))
+    wait_for_log(worker, "rules reloaded")
+    use("bob", "share", "3")
+    use("bob", "export", "4")  # the old rule is gone
+    wait_for_records(settings, DECISIONS_TOPIC, 2)
+
+    rules.write_text("rules: [{id: broken, offer: nowhere}]\n")
+    wait_for_log(worker, "refused")
+    use("cat", "share", "5")  # the running rules stay
+    got = wait_for_records(settings, DECISIONS_TOPIC, 3)
+    assert sorted((d["user_id"], d["rule_id"]) for d in got) == [
+        ("ann", "on-export"),
+        ("bob", "on-share"),
+        ("cat", "on-share"),
+    ]
+    assert "rules[0].offer" in worker.log() or "nowhere" in worker.log()
+    assert worker.stop(signal.SIGTERM) == 0
+
+
+def wait_for_log(worker: WorkerProcess, text: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if text in worker.log():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{text!r} not in the worker's log:\n{worker.log()[-3000:]}")
+
+
+# --- refusing to start ---------------------------------------------------------------
+
+
+def test_the_worker_refuses_to_start_without_its_topics(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    result = run_cli(
+        "worker", "--rules", str(RULES), "--data-dir", str(tmp_path / "d"), env=cli_env
+    )
+    assert result.returncode == 2
+    assert "missing topic(s)" in result.stderr
+    assert "triggerstream topics create" in result.stderr
+
+
+def test_the_worker_refuses_input_topics_with_unequal_partitions(
+    settings: Settings, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    purchases = [spec for spec in load_topics() if spec.name == "purchase-events"]
+    asyncio.run(kafka.create_topics(settings.model_copy(update={"partitions": 6}), purchases))
+    create_topics({**cli_env, "TRIGGERSTREAM_PARTITIONS": "4"}, expect_failure=True)
+    result = run_cli(
+        "worker", "--rules", str(RULES), "--data-dir", str(tmp_path / "d"), env=cli_env
+    )
+    assert result.returncode == 2
+    assert "equal partition counts" in result.stderr
+    assert f"{settings.topic('purchase-events')} 6" in result.stderr
+    assert f"{settings.topic('usage-events')} 4" in result.stderr
+
+
+def test_the_worker_refuses_an_invalid_rules_file(cli_env: dict[str, str], tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("rules: [{id: r1, offer: nowhere}]\n")
+    result = run_cli("worker", "--rules", str(rules), env=cli_env)
+    assert result.returncode == 2
+    assert "valid rules file" in result.stderr
+    assert str(rules) in result.stderr

@@ -6,8 +6,9 @@ its fetches bring (a purchase before the consent that came an hour earlier). As 
 Streams does for a task with several inputs, the worker keeps what it has read of each
 topic partition in arrival order, and releases the head with the earliest event time
 once every other input of that partition has a message waiting or has been read to its
-end, or once the oldest waiting message has waited ``max_wait`` seconds. A topic
-partition's own order is never changed, so "the order of arrival per partition" holds.
+end; or, when the consumer has had nothing more to give for a while (the shell says
+so), at once. A topic partition's own order is never changed, so "the order of arrival
+per partition" holds.
 """
 
 from __future__ import annotations
@@ -31,23 +32,21 @@ class TopicPartition(NamedTuple):
 @dataclass(slots=True)
 class Waiting(Generic[Item]):
     at: float
-    arrived: float
     item: Item
 
 
 class EventTimeMerge(Generic[Item]):
     """Messages read and not yet processed, per input topic partition."""
 
-    def __init__(self, topics: Sequence[str], max_wait: float) -> None:
+    def __init__(self, topics: Sequence[str]) -> None:
         self.topics = list(topics)
         self.rank = {topic: index for index, topic in enumerate(topics)}
-        self.max_wait = max_wait
         self.waiting: dict[TopicPartition, deque[Waiting[Item]]] = {}
 
-    def add(self, topic: str, partition: int, at: float, arrived: float, item: Item) -> None:
+    def add(self, topic: str, partition: int, at: float, item: Item) -> None:
         """A message read from ``topic`` (one of the inputs) with event time ``at``."""
         queue = self.waiting.setdefault(TopicPartition(topic, partition), deque())
-        queue.append(Waiting(at, arrived, item))
+        queue.append(Waiting(at, item))
 
     def pending(self, partition: int | None = None) -> int:
         """Messages waiting (in one partition, or in all)."""
@@ -65,11 +64,11 @@ class EventTimeMerge(Generic[Item]):
         self,
         partition: int,
         read_to_end: Callable[[TopicPartition], bool],
-        now: float,
         drain: bool = False,
     ) -> Iterator[Item]:
         """The messages of ``partition`` that may be processed now, in order. Lazily: a
-        caller that stops iterating leaves the rest waiting. ``drain`` releases all."""
+        caller that stops iterating leaves the rest waiting. ``drain`` releases all
+        (nothing more is coming for now)."""
         inputs = [TopicPartition(topic, partition) for topic in self.topics]
         while True:
             heads = [
@@ -80,11 +79,11 @@ class EventTimeMerge(Generic[Item]):
             if not heads:
                 return
             at, _, chosen = min(heads)
-            if not drain and at != FIRST and len(heads) < len(inputs):
-                oldest = min(self.waiting[tp][0].arrived for _, _, tp in heads)
-                complete = all(self.waiting.get(tp) or read_to_end(tp) for tp in inputs)
-                if not complete and now - oldest < self.max_wait:
-                    return
+            incomplete = len(heads) < len(inputs) and not all(
+                self.waiting.get(tp) or read_to_end(tp) for tp in inputs
+            )
+            if incomplete and not drain and at != FIRST:
+                return
             yield self.waiting[chosen].popleft().item
 
     def forget_partitions(self, keep: set[int]) -> None:

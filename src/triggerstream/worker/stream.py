@@ -71,8 +71,8 @@ LIVE_WINDOW = 60.0
 """A partition whose latest event occurred less than this long ago is read live: its
 timers follow the wall clock even if a few events are still queued."""
 MAX_WAIT = 0.5
-"""Seconds a read message waits for the other inputs of its partition (event-time order)
-before it is processed anyway."""
+"""Seconds the consumer must have had nothing for the agent before read messages stop
+waiting for the other inputs of their partition (event-time order)."""
 RULES_CHECK_INTERVAL = 2.0
 """Seconds between two looks at the rules file for a change."""
 SEND_RETRY = 1.0
@@ -130,8 +130,10 @@ class TriggerWorker:
         self.read_offset: dict[tuple[str, int], int] = {}
         """Per input topic partition: the offset after the last message read."""
         self.merge: EventTimeMerge[tuple[faust.types.EventT[bytes], Event | InvalidEvent]] = (
-            EventTimeMerge(list(self.design_name), max_wait=MAX_WAIT)
+            EventTimeMerge(list(self.design_name))
         )
+        self.idle_since: float | None = time.monotonic()
+        """Since when the agent has been waiting for a message (None: it is busy)."""
         self.processing = asyncio.Lock()
         """Held while a message is processed: one writer of the tables at a time."""
         self.latest_event_at: dict[int, float] = {}
@@ -150,14 +152,16 @@ class TriggerWorker:
         # Acknowledged by hand: an input message is acknowledged (and its offset becomes
         # committable) only once processed, which may be after later ones were read.
         async for event in cast(faust.Stream[bytes], stream).noack().events():
+            self.idle_since = None
             message = event.message
             if message.topic == self.ticks_topic:
                 async with self.processing:
                     await self._on_tick(message)
                 event.ack()
-                continue
-            self._read(event)
-            await self._release(message.partition)
+            else:
+                self._read(event)
+                await self._release(message.partition)
+            self.idle_since = time.monotonic()
 
     def _read(self, event: faust.types.EventT[bytes]) -> None:
         """Validate a message and queue it in its partition's event-time order."""
@@ -171,12 +175,12 @@ class TriggerWorker:
         except InvalidEvent as error:
             decoded, at = error, FIRST
         self.read_offset[(message.topic, message.partition)] = message.offset + 1
-        self.merge.add(message.topic, message.partition, at, time.monotonic(), (event, decoded))
+        self.merge.add(message.topic, message.partition, at, (event, decoded))
 
     async def _release(self, partition: int, drain: bool = False) -> None:
         """Process the partition's queued messages that may go now."""
         async with self.processing:
-            released = self.merge.release(partition, self._read_to_end, time.monotonic(), drain)
+            released = self.merge.release(partition, self._read_to_end, drain)
             for event, decoded in released:
                 # Tables write to the partition of faust's "current event": the message
                 # being processed, which is no longer the one the stream last yielded.
@@ -188,13 +192,29 @@ class TriggerWorker:
                 event.ack()
 
     async def _release_waiting(self) -> None:
+        """Once the consumer has had nothing for the agent for a while, what waits for
+        other inputs goes: they have nothing earlier to give."""
+        idle = self.idle_since
+        if idle is None or time.monotonic() - idle < MAX_WAIT:
+            return
         for partition in self.merge.partitions():
-            await self._release(partition)
+            await self._release(partition, drain=True)
 
     def _read_to_end(self, tp: tuple[str, int]) -> bool:
-        highwater = self.app.consumer.highwater(TP(*tp))
+        """Whether every message of the input topic partition up to its end (as the
+        consumer last heard it) has been read by the agent."""
+        consumer = self.app.consumer
+        highwater = consumer.highwater(TP(*tp))
+        if highwater is None:
+            return False
         read = self.read_offset.get(tp)
-        return highwater is not None and read is not None and read >= highwater
+        if read is None:
+            # Nothing read since the partition was assigned: the committed offset is
+            # where reading starts (faust keeps it; its absence means the start). The
+            # consumer's own position would not do: it runs ahead, over messages
+            # fetched but not yet handed to the agent.
+            read = consumer._committed_offset.get(TP(*tp)) or 0  # type: ignore[attr-defined]
+        return bool(read >= highwater)
 
     async def _on_event(self, message: Any, decoded: Event | InvalidEvent) -> None:
         began = time.perf_counter()
@@ -399,13 +419,7 @@ class TriggerWorker:
         self.engines = {}
         self.schedules = {}
         self.merge.forget_partitions(active)
-        consumer = self.app.consumer
-        self.read_offset = {}
-        for topic in self.design_name:
-            for partition in active:
-                position = await consumer.position(TP(topic, partition))
-                if position is not None:
-                    self.read_offset[(topic, partition)] = position
+        self.read_offset = {}  # until a message is read: the committed offset
         users = 0
         for partition in sorted(active):
             engine = self._engine(partition)
