@@ -124,13 +124,14 @@ def read_topic(settings: Settings, name: str, idle: float = 1.5) -> list[dict[st
 
 
 def wait_for_records(
-    settings: Settings, name: str, count: int, timeout: float = 90
+    settings: Settings, name: str, count: int, timeout: float = 90, idle: float = 1.5
 ) -> list[dict[str, Any]]:
-    """The records of a topic once there are at least ``count`` (and no more arrive)."""
+    """The records of a topic once there are at least ``count`` (and none arrived for
+    ``idle`` seconds)."""
     deadline = time.monotonic() + timeout
     records: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
-        records = read_topic(settings, name)
+        records = read_topic(settings, name, idle)
         if len(records) >= count:
             return records
         time.sleep(0.5)

@@ -133,10 +133,14 @@ def assert_same_outcome_as_replay(
     )
 
 
+# Tansu answers ListOffsets(LATEST) with the first offset of the last batch + 1, so faust
+# finds a worker's RocksDB ahead of the changelog after a restart or a rebalance and
+# stops (ConsistencyError); STYLE.md: run these on Apache Kafka.
+@pytest.mark.apache_only
 def test_a_worker_stopped_mid_stream_resumes_without_losing_or_repeating_anything(
     settings: Settings, cli_env: dict[str, str], tmp_path: Path, workers: list[WorkerProcess]
 ) -> None:
-    events = traffic(tmp_path / "events.jsonl", 5000, 300)
+    events = traffic(tmp_path / "events.jsonl", 30_000, 1000)
     create_topics(cli_env)
     produce(cli_env, events)
     expected = replayed(events, tmp_path, cli_env)
@@ -144,7 +148,7 @@ def test_a_worker_stopped_mid_stream_resumes_without_losing_or_repeating_anythin
     worker = WorkerProcess(cli_env, RULES, tmp_path).start()
     workers.append(worker)
     worker.wait_ready()
-    wait_for_records(settings, DECISIONS_TOPIC, len(expected["decisions"]) // 4)
+    wait_for_records(settings, DECISIONS_TOPIC, 1, idle=0.2)
     assert worker.stop(signal.SIGTERM) == 0, worker.log()[-3000:]
     assert len(decisions(settings)) < len(expected["decisions"]), "stopped too late to tell"
 
@@ -155,10 +159,11 @@ def test_a_worker_stopped_mid_stream_resumes_without_losing_or_repeating_anythin
     assert "Traceback" not in worker.log()
 
 
+@pytest.mark.apache_only
 def test_two_workers_share_the_partitions_and_one_takes_over_when_the_other_is_killed(
     settings: Settings, cli_env: dict[str, str], tmp_path: Path, workers: list[WorkerProcess]
 ) -> None:
-    events = traffic(tmp_path / "events.jsonl", 5000, 300)
+    events = traffic(tmp_path / "events.jsonl", 30_000, 1000)
     create_topics(cli_env)
     produce(cli_env, events)
     expected = replayed(events, tmp_path, cli_env)
@@ -167,7 +172,7 @@ def test_two_workers_share_the_partitions_and_one_takes_over_when_the_other_is_k
     workers += [first, second]
     first.wait_ready()
     second.wait_ready()
-    wait_for_records(settings, DECISIONS_TOPIC, len(expected["decisions"]) // 4)
+    wait_for_records(settings, DECISIONS_TOPIC, 1, idle=0.2)
     first.kill()
     assert len(decisions(settings)) < len(expected["decisions"]), "killed too late to tell"
 

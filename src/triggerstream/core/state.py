@@ -126,6 +126,10 @@ class UserState:
     """key of event_id -> occurred_at, for 24 hours of event time, oldest first."""
     latest_at: float = 0.0
     """The latest occurred_at of this user's events (windows are pruned against it)."""
+    processed: dict[str, list[int]] = field(default_factory=dict)
+    """Kept by the worker, not the engine: input topic -> [partition, offset] of the last
+    message of this user it processed. A message at or before it, delivered again after
+    a crash, is already in this state, however old its event time."""
 
     # --- what rules see ------------------------------------------------------------
 

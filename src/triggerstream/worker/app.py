@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import faust
@@ -50,7 +51,22 @@ def credentials(settings: Settings) -> faust.types.auth.CredentialsT | None:
     return None
 
 
-def build_app(settings: Settings, partitions: int, replicas: int) -> faust.App:
+class WorkerApp(faust.App):
+    """A faust app that lets the worker give back what it has read but not processed
+    before faust waits for every message in hand to be acknowledged (on a rebalance and
+    on stopping). Given back means unacknowledged: the offset is not committed, and the
+    messages are read again by whoever owns the partition next."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.give_back: Callable[[], None] = lambda: None
+
+    async def _consumer_wait_empty(self, consumer: Any, logger: Any) -> None:
+        self.give_back()
+        await super()._consumer_wait_empty(consumer, logger)
+
+
+def build_app(settings: Settings, partitions: int, replicas: int) -> WorkerApp:
     """A faust app for ``partitions`` input partitions whose changelogs get ``replicas``
     replicas each."""
     options: dict[str, Any] = {
@@ -73,4 +89,4 @@ def build_app(settings: Settings, partitions: int, replicas: int) -> faust.App:
         "autodiscover": False,
         "topic_replication_factor": replicas,
     }
-    return faust.App(app_id(settings), **options)
+    return WorkerApp(app_id(settings), **options)

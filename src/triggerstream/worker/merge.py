@@ -86,6 +86,12 @@ class EventTimeMerge(Generic[Item]):
                 return
             yield self.waiting[chosen].popleft().item
 
+    def clear(self) -> list[Item]:
+        """Everything waiting, removed."""
+        items = [waiting.item for queue in self.waiting.values() for waiting in queue]
+        self.waiting = {}
+        return items
+
     def forget_partitions(self, keep: set[int]) -> None:
         """Drop what waits for partitions this worker no longer owns (unacknowledged, it
         will be read again by their new owner)."""

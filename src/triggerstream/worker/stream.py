@@ -138,6 +138,7 @@ class TriggerWorker:
         """Held while a message is processed: one writer of the tables at a time."""
         self.latest_event_at: dict[int, float] = {}
         self.ready = False
+        app.give_back = self._give_back
         app.agent(source, name="triggerstream.events", concurrency=1)(self._consume)
         app.timer(WAKE_INTERVAL, name="triggerstream.wake_due_users")(self._wake_due_users)
         app.timer(MAX_WAIT / 4, name="triggerstream.release_waiting")(self._release_waiting)
@@ -191,6 +192,13 @@ class TriggerWorker:
                     _current_event.reset(token)
                 event.ack()
 
+    def _give_back(self) -> None:
+        """Drop what was read and not processed, unacknowledged (faust is about to wait
+        for every message in hand: a rebalance or a stop)."""
+        unacked = self.app.consumer._unacked_messages  # type: ignore[attr-defined]
+        for event, _ in self.merge.clear():
+            unacked.discard(event.message)
+
     async def _release_waiting(self) -> None:
         """Once the consumer has had nothing for the agent for a while, what waits for
         other inputs goes: they have nothing earlier to give."""
@@ -231,6 +239,9 @@ class TriggerWorker:
         engine = self._engine(partition)
         try:
             state = self._load(key)
+            if state is not None and _already_processed(state, topic, message):
+                metrics.EVENTS_DUPLICATE.inc()
+                return
             step = engine.handle(user, state, event)
         except Exception as error:  # a bug must cost one event, never the worker
             log.exception("the engine failed on %s offset %s", message.topic, message.offset)
@@ -240,6 +251,8 @@ class TriggerWorker:
         if step.duplicate:
             metrics.EVENTS_DUPLICATE.inc()
             return
+        if step.state is not None:
+            step.state.processed[topic] = [message.partition, message.offset]
         await self._send_step(key, step)
         self._store(partition, key, step.state)
         if event.qualified_type == "purchase.order_completed":
@@ -467,6 +480,14 @@ class TriggerWorker:
         self.engines = {}  # rebuilt on demand, with the same co-purchase counts
         metrics.RULES_RELOADS.labels("applied").inc()
         log.info("rules reloaded from %s: %d rule(s)", self.rules_path, len(rules.rules))
+
+
+def _already_processed(state: UserState, topic: str, message: Any) -> bool:
+    """A message delivered again after a crash (its offset committed late): its effects
+    are in the state already, even when its event time is too old for the 24-hour
+    event-id memory (a backlog read fast)."""
+    last = state.processed.get(topic)
+    return last is not None and last[0] == message.partition and message.offset <= last[1]
 
 
 def _stored(table: Any, partition: int) -> Iterator[tuple[bytes, bytes]]:
