@@ -1,0 +1,190 @@
+"""What the worker benchmarks share: a broker, topics, a worker process, the results file.
+
+Not a test helper: these run real brokers and real workers on this machine, print their
+figures and append them to benchmarks/results.csv.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import datetime as dt
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from importlib.metadata import version
+from pathlib import Path
+
+from aiokafka.admin import AIOKafkaAdminClient
+
+from triggerstream.broker import EmbeddedBroker
+from triggerstream.events import INPUT_TOPICS
+from triggerstream.kafka import Admin, create_topics
+from triggerstream.settings import Settings
+from triggerstream.testing.apache_kafka import ApacheKafkaBroker, free_ports
+from triggerstream.topics import load_topics
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results.csv"
+TRIGGERSTREAM = str(Path(sys.executable).with_name("triggerstream"))
+
+
+@contextlib.contextmanager
+def broker(kind: str) -> Iterator[str]:
+    """A fresh broker of ``kind`` (tansu or apache) on loopback; its bootstrap address."""
+    if kind == "tansu":
+        tansu = EmbeddedBroker(free_ports(1)[0])
+        tansu.start()
+        try:
+            yield tansu.bootstrap
+        finally:
+            tansu.stop()
+    elif kind == "apache":
+        with ApacheKafkaBroker() as apache:
+            apache.start(timeout=120)
+            yield apache.bootstrap
+    else:
+        raise SystemExit(f"--broker {kind}: use tansu or apache")
+
+
+def topics(settings: Settings) -> None:
+    asyncio.run(create_topics(settings, load_topics()))
+
+
+class Worker:
+    """`triggerstream worker` as a subprocess, logging to a file."""
+
+    def __init__(self, settings: Settings, rules: Path, folder: Path) -> None:
+        self.folder = folder
+        self.log_path = folder / "worker.log"
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("TRIGGERSTREAM_")},
+            "TRIGGERSTREAM_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+            "TRIGGERSTREAM_TOPIC_PREFIX": settings.topic_prefix,
+            "TRIGGERSTREAM_RULES": str(rules),
+            "TRIGGERSTREAM_DATA_DIR": str(folder / "data"),
+            "TRIGGERSTREAM_WEB_PORT": str(free_ports(1)[0]),
+            "TRIGGERSTREAM_WEB_HOST": "127.0.0.1",
+            "TRIGGERSTREAM_SESSION_TIMEOUT": "10",
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+        self.started = 0.0
+
+    def start(self) -> Worker:
+        self.started = time.monotonic()
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [TRIGGERSTREAM, "worker"], env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
+        return self
+
+    def ready_lines(self) -> list[str]:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return [line for line in text.splitlines() if "ready:" in line]
+
+    def wait_ready(self, count: int, timeout: float = 600) -> float:
+        """Seconds from start until the worker logged its ``count``-th ready line."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if len(self.ready_lines()) >= count:
+                return time.monotonic() - self.started
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise SystemExit(f"the worker exited; see {self.log_path}")
+            time.sleep(0.05)
+        raise SystemExit(f"the worker was not ready within {timeout}s; see {self.log_path}")
+
+    def stop(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(120)
+
+
+async def lag(settings: Settings, group: str) -> int:
+    """Input messages the consumer group has not committed yet."""
+    async with Admin(settings) as admin:
+        counts = await admin.topic_partitions()
+    client = AIOKafkaAdminClient(**settings.kafka_options())
+    await client.start()
+    try:
+        committed = await client.list_consumer_group_offsets(group)
+    finally:
+        await client.close()
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(**settings.kafka_options())
+    await consumer.start()
+    try:
+        partitions = [
+            TopicPartition(settings.topic(name), p)
+            for name in INPUT_TOPICS
+            for p in range(counts[settings.topic(name)])
+        ]
+        ends = await consumer.end_offsets(partitions)
+    finally:
+        await consumer.stop()
+    total = 0
+    for tp, end in ends.items():
+        meta = committed.get(tp)
+        total += end - (meta.offset if meta is not None and meta.offset >= 0 else 0)
+    return total
+
+
+def wait_caught_up(settings: Settings, group: str, timeout: float = 1800) -> float:
+    """Seconds until the group has committed every input message."""
+    began = time.monotonic()
+    while time.monotonic() - began < timeout:
+        if asyncio.run(lag(settings, group)) == 0:
+            return time.monotonic() - began
+        time.sleep(1)
+    raise SystemExit(f"the worker did not catch up within {timeout}s")
+
+
+def scratch() -> tempfile.TemporaryDirectory[str]:
+    return tempfile.TemporaryDirectory(prefix="triggerstream-bench-")
+
+
+def record(benchmark: str, setup: str, figures: list[tuple[str, float, str]]) -> None:
+    """Append figures to benchmarks/results.csv with the machine, versions and date."""
+    new = not RESULTS.exists()
+    with RESULTS.open("a", newline="") as handle:
+        writer = csv.writer(handle)
+        if new:
+            writer.writerow(
+                [
+                    "date",
+                    "benchmark",
+                    "figure",
+                    "value",
+                    "unit",
+                    "setup",
+                    "machine",
+                    "python",
+                    "versions",
+                ]
+            )
+        machine = f"{platform.machine()} {os.cpu_count()} cores"
+        versions = (
+            f"triggerstream {version('triggerstream')} faust-streaming "
+            f"{version('faust-streaming')} aiokafka {version('aiokafka')}"
+        )
+        for figure, value, unit in figures:
+            writer.writerow(
+                [
+                    dt.date.today().isoformat(),
+                    benchmark,
+                    figure,
+                    value,
+                    unit,
+                    setup,
+                    machine,
+                    platform.python_version(),
+                    versions,
+                ]
+            )

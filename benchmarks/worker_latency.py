@@ -1,0 +1,176 @@
+"""End-to-end latency: an event produced to its trigger consumed, at a steady load.
+
+Starts a broker and one worker with a rule that offers something on every `ping` (push,
+no cooldown, no caps), gives N users push consent, then produces a steady mix for a set
+time: background usage (skips, features, sessions) and pings, all dated now. A consumer
+of offer-triggers.push notes when each ping's trigger arrives. Prints p50/p99/p99.9 of
+(trigger consumed - event produced) after a warm-up, and appends them to results.csv.
+
+    .venv/bin/python benchmarks/worker_latency.py [--broker tansu|apache] [--rate 200]
+        [--seconds 60] [--ping-share 0.1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import yaml
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from harness import Worker, broker, record, scratch, topics
+
+from triggerstream.settings import Settings
+
+RULES = {
+    "offers": {"premium": {"kind": "upsell", "product": "premium", "title": "Go Premium"}},
+    "rules": [
+        {
+            "id": "ping",
+            "offer": "premium",
+            "trigger": {"event": {"type": "usage.feature_used", "where": {"feature": "ping"}}},
+            "channels": ["push"],
+            "cooldown": "0s",
+        }
+    ],
+    "policy": {"frequency_caps": []},
+}
+WARM_UP = 5.0
+
+
+def envelope(user: str, type_: str, n: int, **properties: object) -> bytes:
+    return orjson.dumps(
+        {
+            "event_id": f"lat-{n}",
+            "user_id": user,
+            "type": type_,
+            "occurred_at": dt.datetime.now(dt.UTC).isoformat(),
+            "properties": properties,
+        }
+    )
+
+
+async def measure(
+    settings: Settings, users: int, rate: float, seconds: float, share: float
+) -> tuple[list[float], int]:
+    producer = AIOKafkaProducer(**settings.kafka_options(), linger_ms=2)
+    await producer.start()
+    consumer = AIOKafkaConsumer(**settings.kafka_options())
+    await consumer.start()
+    push = settings.topic("offer-triggers.push")
+    partitions = consumer.partitions_for_topic(push) or set()
+    while not partitions:
+        await consumer.topics()
+        partitions = consumer.partitions_for_topic(push) or set()
+        await asyncio.sleep(0.1)
+    assigned = [TopicPartition(push, p) for p in partitions]
+    consumer.assign(assigned)
+    await consumer.seek_to_end(*assigned)
+    usage = settings.topic("usage-events")
+    names = [f"l{u}" for u in range(users)]
+    n = 0
+    for user in names:  # consent first
+        n += 1
+        await producer.send(
+            settings.topic("profile-events"),
+            envelope(user, "consent_updated", n, channel="push", granted=True),
+            key=user.encode(),
+        )
+    await producer.flush()
+    await asyncio.sleep(3)
+
+    sent: dict[str, float] = {}
+    latencies: list[float] = []
+    done = asyncio.Event()
+
+    async def collect() -> None:
+        while not done.is_set():
+            batches = await consumer.getmany(timeout_ms=200)
+            arrived = time.monotonic()
+            for records in batches.values():
+                for message in records:
+                    trigger = orjson.loads(message.value)
+                    began = sent.pop(trigger["caused_by"]["event_id"], None)
+                    if began is not None:
+                        latencies.append(arrived - began)
+
+    collector = asyncio.create_task(collect())
+    rng = random.Random(3)
+    start = time.monotonic()
+    step = 0.02
+    owed = 0.0
+    while (now := time.monotonic()) - start < seconds:
+        owed += rate * step
+        while owed >= 1:
+            owed -= 1
+            n += 1
+            user = rng.choice(names)
+            if rng.random() < share:
+                value = envelope(user, "feature_used", n, feature="ping")
+                if now - start >= WARM_UP:
+                    sent[f"lat-{n}"] = time.monotonic()
+            else:
+                value = envelope(user, "feature_used", n, feature=rng.choice(["skip", "play"]))
+            await producer.send(usage, value, key=user.encode())
+        await asyncio.sleep(max(0.0, start + (now - start) + step - time.monotonic()))
+    await asyncio.sleep(5)  # the last triggers arrive
+    done.set()
+    await collector
+    await producer.stop()
+    await consumer.stop()
+    return latencies, len(sent)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--broker", default="tansu", choices=["tansu", "apache"])
+    parser.add_argument("--rate", type=float, default=200, help="events per second")
+    parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--ping-share", type=float, default=0.1)
+    parser.add_argument("--users", type=int, default=1000)
+    args = parser.parse_args()
+    with scratch() as folder_name, broker(args.broker) as bootstrap:
+        folder = Path(folder_name)
+        settings = Settings(kafka_bootstrap=bootstrap, topic_prefix="bench.")
+        topics(settings)
+        rules = folder / "rules.yaml"
+        rules.write_text(yaml.safe_dump(RULES))
+        worker = Worker(settings, rules, folder).start()
+        worker.wait_ready(1)
+        latencies, missing = asyncio.run(
+            measure(settings, args.users, args.rate, args.seconds, args.ping_share)
+        )
+        worker.stop()
+    if not latencies:
+        raise SystemExit("no trigger arrived")
+    cuts = statistics.quantiles(latencies, n=1000)
+    p50, p99, p999 = statistics.median(latencies), cuts[989], cuts[998]
+    print(
+        f"{len(latencies)} triggers ({missing} missing) at {args.rate:g} events/s on "
+        f"{args.broker}: p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms, "
+        f"p99.9 {p999 * 1000:.1f} ms"
+    )
+    setup = (
+        f"{args.rate:g} events/s for {args.seconds:g}s, {args.ping_share:.0%} trigger, "
+        f"{args.users} users, {args.broker}"
+    )
+    record(
+        "worker latency",
+        setup,
+        [
+            ("p50", round(p50 * 1000, 1), "ms"),
+            ("p99", round(p99 * 1000, 1), "ms"),
+            ("p99.9", round(p999 * 1000, 1), "ms"),
+        ],
+    )
+    return 0 if missing == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

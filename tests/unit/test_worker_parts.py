@@ -1,0 +1,140 @@
+"""The worker's pure parts: event-time order across input topics, the timer schedule,
+and how settings become faust's configuration."""
+
+from __future__ import annotations
+
+import faust
+from pydantic import SecretStr
+
+from triggerstream.settings import Settings
+from triggerstream.worker.app import build_app, credentials, rocksdb_options
+from triggerstream.worker.merge import FIRST, EventTimeMerge
+from triggerstream.worker.schedule import RETRY_AFTER, TimerSchedule
+
+TOPICS = ["usage", "purchase", "profile"]
+
+
+def merge_with(*messages: tuple[str, float, str]) -> EventTimeMerge[str]:
+    merge: EventTimeMerge[str] = EventTimeMerge(TOPICS)
+    for topic, at, name in messages:
+        merge.add(topic, 0, at, name)
+    return merge
+
+
+def test_earliest_event_time_goes_first_while_every_input_has_a_message() -> None:
+    merge = merge_with(("usage", 30, "skip"), ("purchase", 20, "order"), ("profile", 10, "consent"))
+    # Once the profile input is empty it may still bring something before 20: wait.
+    assert list(merge.release(0, lambda tp: False)) == ["consent"]
+    assert list(merge.release(0, lambda tp: True)) == ["order", "skip"]
+
+
+def test_a_message_waits_while_another_input_may_still_hold_an_earlier_one() -> None:
+    merge = merge_with(("purchase", 20, "order"))
+    assert list(merge.release(0, lambda tp: False)) == []
+    assert merge.pending(0) == 1
+    # ... until the silent inputs are known to be read to their end
+    assert list(merge.release(0, lambda tp: True)) == ["order"]
+
+
+def test_an_input_read_to_its_end_is_not_waited_for() -> None:
+    merge = merge_with(("purchase", 20, "order"), ("usage", 25, "skip"))
+    ended = {("profile", 0)}
+    assert list(merge.release(0, lambda tp: tuple(tp) in ended)) == ["order"]
+    ended.add(("purchase", 0))
+    assert list(merge.release(0, lambda tp: tuple(tp) in ended)) == ["skip"]
+
+
+def test_a_topic_partitions_own_order_is_never_changed() -> None:
+    merge = merge_with(
+        ("usage", 50, "late-clock"),
+        ("usage", 40, "earlier-time"),
+        ("purchase", 45, "order"),
+        ("profile", 60, "profile"),
+    )
+    assert list(merge.release(0, lambda tp: True)) == [
+        "order",  # 45 < 50: the usage head is 50 (the 40 behind it must wait its turn)
+        "late-clock",
+        "earlier-time",
+        "profile",
+    ]
+
+
+def test_invalid_input_at_the_head_goes_at_once_and_drain_releases_everything() -> None:
+    merge = merge_with(("usage", FIRST, "garbage"), ("usage", 10, "skip"))
+    assert list(merge.release(0, lambda tp: False)) == ["garbage"]
+    assert list(merge.release(0, lambda tp: False, drain=True)) == ["skip"]
+
+
+def test_partitions_are_independent_and_clear_gives_everything_back() -> None:
+    merge: EventTimeMerge[str] = EventTimeMerge(TOPICS)
+    merge.add("usage", 0, 1, "a")
+    merge.add("usage", 1, 2, "b")
+    assert merge.partitions() == {0, 1}
+    merge.forget_partitions({1})
+    assert merge.partitions() == {1}
+    assert merge.clear() == ["b"]
+    assert merge.pending() == 0
+
+
+def test_the_schedule_wakes_users_in_due_order_and_only_their_latest_due_time() -> None:
+    schedule = TimerSchedule()
+    schedule.set(0, "ann", 100)
+    schedule.set(1, "bob", 50)
+    schedule.set(0, "ann", 30)  # ann's timer moved earlier
+    schedule.set(2, "cy", 70)
+    schedule.set(2, "cy", None)  # cy's timer is gone
+    assert schedule.pop_due(60) == [(0, "ann"), (1, "bob")]
+    assert schedule.pop_due(99) == []  # ann's old entry at 100 is stale: not woken
+    # no answer to the wake-up: asked again after RETRY_AFTER
+    assert sorted(schedule.pop_due(60 + RETRY_AFTER)) == [(0, "ann"), (1, "bob")]
+    schedule.set(0, "ann", None)
+    schedule.forget_partitions({0})
+    assert len(schedule) == 0
+
+
+def test_rocksdb_memory_is_shared_out_over_tables_and_partitions() -> None:
+    options = rocksdb_options(Settings(rocksdb_memory=512), partitions=8)
+    mib = 1024 * 1024
+    # 512 MiB over 16 databases (2 tables x 8 partitions): 32 MiB each, half cache.
+    assert options["block_cache_size"] == 16 * mib
+    assert options["write_buffer_size"] * options["max_write_buffer_number"] == 16 * mib
+
+
+def test_security_settings_become_faust_credentials() -> None:
+    assert credentials(Settings()) is None
+    sasl = credentials(
+        Settings(
+            security_protocol="SASL_PLAINTEXT",
+            sasl_mechanism="SCRAM-SHA-512",
+            sasl_username="svc",
+            sasl_password=SecretStr("s3cret"),
+        )
+    )
+    assert isinstance(sasl, faust.SASLCredentials)
+    assert (sasl.username, sasl.password, sasl.mechanism.value) == (
+        "svc",
+        "s3cret",
+        "SCRAM-SHA-512",
+    )
+    assert sasl.ssl_context is None
+    assert isinstance(credentials(Settings(security_protocol="SSL")), faust.SSLCredentials)
+
+
+def test_the_faust_app_takes_the_settings() -> None:
+    settings = Settings(
+        kafka_bootstrap="k1:9092,k2:9092",
+        topic_prefix="prod.",
+        session_timeout=10,
+        web_port=7000,
+        web_host="127.0.0.1",
+        processing_guarantee="exactly_once",
+    )
+    app = build_app(settings, partitions=12, replicas=3)
+    assert app.conf.id == "prod.triggerstream"
+    assert [str(url) for url in app.conf.broker] == ["kafka://k1:9092", "kafka://k2:9092"]
+    assert app.conf.topic_partitions == 12
+    assert app.conf.topic_replication_factor == 3
+    assert app.conf.broker_session_timeout == 10
+    assert app.conf.web_port == 7000
+    assert app.conf.web_bind == "127.0.0.1"
+    assert str(app.conf.processing_guarantee.value) == "exactly_once"
