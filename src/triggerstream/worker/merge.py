@@ -5,9 +5,10 @@ five together: a consumer that has fallen behind reads them in whatever interlea
 its fetches bring (a purchase before the consent that came an hour earlier). As Kafka
 Streams does for a task with several inputs, the worker keeps what it has read of each
 topic partition in arrival order, and releases the head with the earliest event time
-once every other input of that partition has a message waiting or has been read to its
-end; or, when the consumer has had nothing more to give for a while (the shell says
-so), at once. A topic partition's own order is never changed, so "the order of arrival
+once every other input of that partition has a message waiting or is known to have
+nothing earlier (read to its end, as the consumer's last fetch tells; the shell
+decides). An input known to have unread messages is always waited for: they will come,
+however slow a fetch. A topic partition's own order is never changed, so "the order of arrival
 per partition" holds.
 """
 

@@ -72,7 +72,7 @@ LIVE_WINDOW = 60.0
 timers follow the wall clock even if a few events are still queued."""
 MAX_WAIT = 0.5
 """Seconds the consumer must have had nothing for the agent before read messages stop
-waiting for the other inputs of their partition (event-time order)."""
+waiting for an input of their partition whose end is not known yet (event-time order)."""
 RULES_CHECK_INTERVAL = 2.0
 """Seconds between two looks at the rules file for a change."""
 SEND_RETRY = 1.0
@@ -178,10 +178,14 @@ class TriggerWorker:
         self.read_offset[(message.topic, message.partition)] = message.offset + 1
         self.merge.add(message.topic, message.partition, at, (event, decoded))
 
-    async def _release(self, partition: int, drain: bool = False) -> None:
+    async def _release(self, partition: int, idle: bool = False) -> None:
         """Process the partition's queued messages that may go now."""
+
+        def nothing_earlier(tp: tuple[str, int]) -> bool:
+            return self._read_to_end(tp) or (idle and self._end_unknown(tp))
+
         async with self.processing:
-            released = self.merge.release(partition, self._read_to_end, drain)
+            released = self.merge.release(partition, nothing_earlier)
             for event, decoded in released:
                 # Tables write to the partition of faust's "current event": the message
                 # being processed, which is no longer the one the stream last yielded.
@@ -200,13 +204,17 @@ class TriggerWorker:
             unacked.discard(event.message)
 
     async def _release_waiting(self) -> None:
-        """Once the consumer has had nothing for the agent for a while, what waits for
-        other inputs goes: they have nothing earlier to give."""
+        """Once the consumer has had nothing for the agent for a while, an input the
+        consumer knows nothing about yet (no fetch answered) stops holding the others
+        back. An input known to have unread messages always does: they will come."""
         idle = self.idle_since
         if idle is None or time.monotonic() - idle < MAX_WAIT:
             return
         for partition in self.merge.partitions():
-            await self._release(partition, drain=True)
+            await self._release(partition, idle=True)
+
+    def _end_unknown(self, tp: tuple[str, int]) -> bool:
+        return self.app.consumer.highwater(TP(*tp)) is None
 
     def _read_to_end(self, tp: tuple[str, int]) -> bool:
         """Whether every message of the input topic partition up to its end (as the
