@@ -46,8 +46,7 @@ def broker(kind: str) -> Iterator[str]:
         finally:
             tansu.stop()
     elif kind == "apache":
-        with ApacheKafkaBroker() as apache:
-            apache.start(timeout=120)
+        with ApacheKafkaBroker() as apache:  # started on entry
             yield apache.bootstrap
     else:
         raise SystemExit(f"--broker {kind}: use tansu or apache")

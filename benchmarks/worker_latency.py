@@ -61,7 +61,8 @@ async def measure(
 ) -> tuple[list[float], int]:
     producer = AIOKafkaProducer(**settings.kafka_options(), linger_ms=2)
     await producer.start()
-    consumer = AIOKafkaConsumer(**settings.kafka_options())
+    # A short fetch wait: the measuring consumer must not add its own delay.
+    consumer = AIOKafkaConsumer(**settings.kafka_options(), fetch_max_wait_ms=20)
     await consumer.start()
     push = settings.topic("offer-triggers.push")
     partitions = consumer.partitions_for_topic(push) or set()
