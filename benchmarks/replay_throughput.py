@@ -12,22 +12,18 @@ benchmarks/results.csv.
 from __future__ import annotations
 
 import argparse
-import csv
-import datetime as dt
-import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from importlib.metadata import version
 from pathlib import Path
+
+from harness import record
 
 from triggerstream.traffic import generate
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results.csv"
 
 
 def run_once(path: Path) -> dict[str, float]:
@@ -107,49 +103,17 @@ def main() -> int:
         f"median of {len(runs)}: {median:,.0f} events/s on one core; peak memory {peak:.0f} MiB "
         f"({args.events:,} events, {args.users:,} users)"
     )
-    record(median, peak, args)
+    record_figures(median, peak, args)
     return 0
 
 
-def record(median: float, peak: float, args: argparse.Namespace) -> None:
-    new = not RESULTS.exists()
-    with RESULTS.open("a", newline="") as handle:
-        writer = csv.writer(handle)
-        if new:
-            writer.writerow(
-                [
-                    "date",
-                    "benchmark",
-                    "figure",
-                    "value",
-                    "unit",
-                    "setup",
-                    "machine",
-                    "python",
-                    "versions",
-                ]
-            )
-        machine = f"{platform.machine()} {os.cpu_count()} cores"
-        versions = f"triggerstream {version('triggerstream')} pydantic {version('pydantic')}"
-        setup = f"{args.events} events, {args.users} users, median of {args.runs}"
-        today = dt.date.today().isoformat()
-        for figure, value, unit in (
-            ("throughput", round(median), "events/s"),
-            ("peak memory", round(peak), "MiB"),
-        ):
-            writer.writerow(
-                [
-                    today,
-                    "replay",
-                    figure,
-                    value,
-                    unit,
-                    setup,
-                    machine,
-                    platform.python_version(),
-                    versions,
-                ]
-            )
+def record_figures(median: float, peak: float, args: argparse.Namespace) -> None:
+    setup = f"{args.events} events, {args.users} users, median of {args.runs}"
+    record(
+        "replay",
+        setup,
+        [("throughput", round(median), "events/s"), ("peak memory", round(peak), "MiB")],
+    )
 
 
 if __name__ == "__main__":
