@@ -123,6 +123,15 @@ def read_topic(settings: Settings, name: str, idle: float = 1.5) -> list[dict[st
     return asyncio.run(read())
 
 
+def wait_for_first_record(settings: Settings, name: str, timeout: float = 90) -> None:
+    """Return as soon as the topic has a record (however busy it is)."""
+
+    async def first() -> int:
+        return len([v async for v in kafka.tail(settings, settings.topic(name), True, timeout, 1)])
+
+    assert asyncio.run(first()) == 1, f"{name}: no record within {timeout}s"
+
+
 def wait_for_records(
     settings: Settings,
     name: str,

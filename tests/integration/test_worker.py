@@ -26,6 +26,7 @@ from tests.worker_support import (
     produce,
     shifted,
     triggers,
+    wait_for_first_record,
     wait_for_records,
     write_lines,
 )
@@ -160,7 +161,7 @@ def test_a_worker_stopped_mid_stream_resumes_without_losing_or_repeating_anythin
     worker = WorkerProcess(cli_env, RULES, tmp_path).start()
     workers.append(worker)
     worker.wait_ready()
-    wait_for_records(settings, DECISIONS_TOPIC, 1, idle=0.2)
+    wait_for_first_record(settings, DECISIONS_TOPIC)
     assert worker.stop(signal.SIGTERM) == 0, worker.log()[-3000:]
     assert len(decisions(settings)) < len(expected["decisions"]), "stopped too late to tell"
 
@@ -184,7 +185,7 @@ def test_two_workers_share_the_partitions_and_one_takes_over_when_the_other_is_k
     workers += [first, second]
     first.wait_ready()
     second.wait_ready()
-    wait_for_records(settings, DECISIONS_TOPIC, 1, idle=0.2)
+    wait_for_first_record(settings, DECISIONS_TOPIC)
     rebalances = len(second.ready_lines())
     first.kill()
     assert len(decisions(settings)) < len(expected["decisions"]), "killed too late to tell"
