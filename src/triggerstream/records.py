@@ -6,6 +6,7 @@ in ``topics/schemas/`` generated from the model here.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 from typing import Annotated, Any, Literal, TypeAlias
 
@@ -169,3 +170,19 @@ class DeadLetter(Record):
     value_base64: str
     received_at: dt.datetime | None = None
     schema_version: Literal[1] = 1
+
+    @classmethod
+    def of_value(cls, value: bytes, reason_code: str, reason: str, **where: Any) -> DeadLetter:
+        """The dead letter of ``value``: its bytes in base64, and as text when UTF-8;
+        ``where`` names where it came from (topic, partition, offset or file, line)."""
+        try:
+            text: str | None = value.decode()
+        except UnicodeDecodeError:
+            text = None
+        return cls(
+            reason_code=reason_code,
+            reason=reason,
+            value_text=text,
+            value_base64=base64.b64encode(value).decode(),
+            **where,
+        )

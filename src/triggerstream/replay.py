@@ -12,7 +12,6 @@ equals ``triggered_at`` here, so a replay is repeatable to the byte.
 
 from __future__ import annotations
 
-import base64
 import heapq
 import time
 from collections import Counter
@@ -169,10 +168,6 @@ class Replay:
         self.summary.invalid[error.code] += 1
         if self.outputs.dead_letters is None:
             return
-        try:
-            text: str | None = line.decode()
-        except UnicodeDecodeError:
-            text = None
         topic = None
         try:
             document = orjson.loads(line)
@@ -180,14 +175,8 @@ class Replay:
                 topic = document["topic"]
         except orjson.JSONDecodeError:
             pass
-        record = DeadLetter(
-            topic=topic,
-            file=source,
-            line=number,
-            reason_code=error.code,
-            reason=error.reason,
-            value_text=text,
-            value_base64=base64.b64encode(line).decode(),
+        record = DeadLetter.of_value(
+            line, error.code, error.reason, topic=topic, file=source, line=number
         )
         self.outputs.dead_letters(record.model_dump_json(exclude_none=True).encode())
 

@@ -123,6 +123,15 @@ def traffic(path: Path, events: int, users: int) -> Path:
     return path
 
 
+def traffic_backlog(cli_env: dict[str, str], tmp_path: Path) -> dict[str, list[dict[str, Any]]]:
+    """A month of traffic (30,000 events, 1,000 users) waiting on fresh topics for the
+    workers to start; what replay makes of it."""
+    events = traffic(tmp_path / "events.jsonl", 30_000, 1000)
+    create_topics(cli_env)
+    produce(cli_env, events)
+    return replayed(events, tmp_path, cli_env)
+
+
 def assert_same_outcome_as_replay(
     settings: Settings, expected: dict[str, list[dict[str, Any]]], timeout: float = 120
 ) -> None:
@@ -153,10 +162,7 @@ def assert_same_decisions(got: list[dict[str, Any]], expected: list[dict[str, An
 def test_a_worker_stopped_mid_stream_resumes_without_losing_or_repeating_anything(
     settings: Settings, cli_env: dict[str, str], tmp_path: Path, workers: list[WorkerProcess]
 ) -> None:
-    events = traffic(tmp_path / "events.jsonl", 30_000, 1000)
-    create_topics(cli_env)
-    produce(cli_env, events)
-    expected = replayed(events, tmp_path, cli_env)
+    expected = traffic_backlog(cli_env, tmp_path)
     assert len(expected["triggers"]) > 30
     worker = WorkerProcess(cli_env, RULES, tmp_path).start()
     workers.append(worker)
@@ -176,10 +182,7 @@ def test_a_worker_stopped_mid_stream_resumes_without_losing_or_repeating_anythin
 def test_two_workers_share_the_partitions_and_one_takes_over_when_the_other_is_killed(
     settings: Settings, cli_env: dict[str, str], tmp_path: Path, workers: list[WorkerProcess]
 ) -> None:
-    events = traffic(tmp_path / "events.jsonl", 30_000, 1000)
-    create_topics(cli_env)
-    produce(cli_env, events)
-    expected = replayed(events, tmp_path, cli_env)
+    expected = traffic_backlog(cli_env, tmp_path)
     first = WorkerProcess(cli_env, RULES, tmp_path, "w1").start()
     second = WorkerProcess(cli_env, RULES, tmp_path, "w2").start()
     workers += [first, second]

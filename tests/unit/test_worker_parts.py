@@ -78,18 +78,18 @@ def test_partitions_are_independent_and_clear_gives_everything_back() -> None:
 
 def test_the_schedule_wakes_users_in_due_order_and_only_their_latest_due_time() -> None:
     schedule = TimerSchedule()
-    schedule.set(0, "ann", 100)
-    schedule.set(1, "bob", 50)
-    schedule.set(0, "ann", 30)  # ann's timer moved earlier
-    schedule.set(2, "cy", 70)
-    schedule.set(2, "cy", None)  # cy's timer is gone
-    assert schedule.pop_due(60) == [(0, "ann"), (1, "bob")]
+    schedule.set("ann", 100)
+    schedule.set("bob", 50)
+    schedule.set("ann", 30)  # ann's timer moved earlier
+    schedule.set("cy", 70)
+    schedule.set("cy", None)  # cy's timer is gone
+    assert schedule.pop_due(60) == ["ann", "bob"]
     assert schedule.pop_due(99) == []  # ann's old entry at 100 is stale: not woken
     # no answer to the wake-up: asked again after RETRY_AFTER
-    assert sorted(schedule.pop_due(60 + RETRY_AFTER)) == [(0, "ann"), (1, "bob")]
-    schedule.set(0, "ann", None)
-    schedule.forget_partitions({0})
-    assert len(schedule) == 0
+    assert sorted(schedule.pop_due(60 + RETRY_AFTER)) == ["ann", "bob"]
+    schedule.set("ann", None)
+    schedule.set("bob", 500)
+    assert len(schedule) == 1
 
 
 def test_rocksdb_memory_is_shared_out_over_tables_and_partitions() -> None:

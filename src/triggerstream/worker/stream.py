@@ -27,7 +27,6 @@ an older event of the same user still waiting in the partition.
 from __future__ import annotations
 
 import asyncio
-import base64
 import datetime as dt
 import logging
 import time
@@ -60,7 +59,7 @@ from triggerstream.topics import TIMER_TICKS_TOPIC
 from triggerstream.worker import metrics
 from triggerstream.worker.app import build_app, rocksdb_options
 from triggerstream.worker.merge import FIRST, EventTimeMerge
-from triggerstream.worker.preflight import Layout
+from triggerstream.worker.preflight import OUTPUTS, Layout
 from triggerstream.worker.schedule import TimerSchedule
 
 log = logging.getLogger("triggerstream.worker")
@@ -87,24 +86,22 @@ class TriggerWorker:
         self.rules_path = rules_path
         self.rules_text: bytes | None = rules_path.read_bytes()
         self.rules: RulesFile = load_rules(rules_path)
-        self.partitions = layout.partitions
         self.app = app = build_app(settings, layout.partitions, layout.replicas)
         table_options = rocksdb_options(settings, layout.partitions)
-        self.users = app.Table(
-            "users",
-            key_type=bytes,
-            value_type=bytes,
-            partitions=layout.partitions,
-            options=dict(table_options),
-            help="UserState of each user, as bytes.",
-        )
-        self.copurchase_table = app.Table(
-            "copurchases",
-            key_type=bytes,
-            value_type=bytes,
-            partitions=layout.partitions,
-            options=dict(table_options),
-            help="Co-purchase counts: b'<partition>:<sku>' -> {other sku: orders}.",
+
+        def table(name: str, meaning: str) -> faust.types.TableT[bytes, bytes]:
+            return app.Table(
+                name,
+                key_type=bytes,
+                value_type=bytes,
+                partitions=layout.partitions,
+                options=dict(table_options),  # faust's store takes keys out of it
+                help=meaning,
+            )
+
+        self.users = table("users", "UserState of each user, as bytes.")
+        self.copurchase_table = table(
+            "copurchases", "Co-purchase counts: b'<partition>:<sku>' -> {other sku: orders}."
         )
         self.design_name = {settings.topic(name): name for name in INPUT_TOPICS}
         self.ticks_topic = settings.topic(TIMER_TICKS_TOPIC)
@@ -116,13 +113,7 @@ class TriggerWorker:
         )
         self.outputs = {
             name: app.topic(settings.topic(name), key_serializer="raw", value_serializer="raw")
-            for name in (
-                *CHANNEL_TOPICS.values(),
-                DECISIONS_TOPIC,
-                ATTRIBUTIONS_TOPIC,
-                DEAD_LETTER_TOPIC,
-                TIMER_TICKS_TOPIC,
-            )
+            for name in (*OUTPUTS, TIMER_TICKS_TOPIC)
         }
         self.copurchases: dict[int, CoPurchaseCounts] = {}
         self.engines: dict[int, Engine] = {}
@@ -271,11 +262,10 @@ class TriggerWorker:
         key: bytes = message.key
         partition: int = message.partition
         user = key.decode()
-        raw = self.users.get(key)
-        if raw is None:
-            self._schedule(partition).set(partition, user, None)  # erased meanwhile
+        state = self._load(key)
+        if state is None:
+            self._schedule(partition).set(user, None)  # erased meanwhile
             return
-        state = UserState.from_bytes(raw)
         engine = self._engine(partition)
         now = time.time()
         if engine.has_due(state, now):
@@ -283,7 +273,7 @@ class TriggerWorker:
             await self._send_step(key, step)
             self._store(partition, key, step.state)
         else:
-            self._schedule(partition).set(partition, user, engine.next_due(state))
+            self._schedule(partition).set(user, engine.next_due(state))
 
     # --- state -----------------------------------------------------------------------
 
@@ -306,10 +296,10 @@ class TriggerWorker:
         if state is None:  # erased: a tombstone goes to the changelog
             if key in self.users:
                 del self.users[key]
-            self._schedule(partition).set(partition, user, None)
+            self._schedule(partition).set(user, None)
             return
         self.users[key] = state.to_bytes()  # always assigned back: faust changelogs sets
-        self._schedule(partition).set(partition, user, self._engine(partition).next_due(state))
+        self._schedule(partition).set(user, self._engine(partition).next_due(state))
 
     def _store_copurchases(self, partition: int, items: Any) -> None:
         counts = self.copurchases[partition]
@@ -361,19 +351,13 @@ class TriggerWorker:
                 await asyncio.sleep(SEND_RETRY)
 
     async def _dead_letter(self, message: Any, code: str, reason: str) -> None:
-        raw: bytes = message.value if message.value is not None else b""
-        try:
-            text: str | None = raw.decode()
-        except UnicodeDecodeError:
-            text = None
-        record = DeadLetter(
+        record = DeadLetter.of_value(
+            message.value if message.value is not None else b"",
+            code,
+            reason,
             topic=self.design_name.get(message.topic, message.topic),
             partition=message.partition,
             offset=message.offset,
-            reason_code=code,
-            reason=reason,
-            value_text=text,
-            value_base64=base64.b64encode(raw).decode(),
         )
         ack = await self._send(
             DEAD_LETTER_TOPIC, message.key, record.model_dump_json(exclude_none=True)
@@ -390,7 +374,7 @@ class TriggerWorker:
             (partition, user)
             for partition, schedule in self.schedules.items()
             if self._follows_wall_clock(partition, now)
-            for partition, user in schedule.pop_due(now)
+            for user in schedule.pop_due(now)
         ]
         acks = []
         for partition, user in due:
@@ -449,7 +433,7 @@ class TriggerWorker:
                 users += 1
                 due = engine.next_due(UserState.from_bytes(value))
                 if due is not None:
-                    schedule.set(partition, key.decode(), due)
+                    schedule.set(key.decode(), due)
         self.ready = True
         metrics.USERS_TRACKED.set(users)
         log.info(
