@@ -16,9 +16,11 @@ from typing import Any
 import orjson
 
 from tests.conftest import TRIGGERSTREAM, free_port, run_cli
+from tests.scenarios import RULES
 from triggerstream import kafka
 from triggerstream.records import CHANNEL_TOPICS, DECISIONS_TOPIC
 from triggerstream.settings import Settings
+from triggerstream.traffic import history
 
 READY = "ready:"
 """What a worker logs once its partitions are assigned and its tables recovered."""
@@ -176,3 +178,44 @@ def shifted(value: Any, delta: dt.timedelta) -> Any:
     if isinstance(value, dt.datetime):
         return (value + delta).isoformat()
     return value
+
+
+def replayed(events: Path, folder: Path, env: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
+    """What ``triggerstream replay`` makes of the events with the scenarios' rules, up to
+    now: its triggers, decisions and attributions."""
+    decisions_path = folder / "replay-decisions.jsonl"
+    attributions_path = folder / "replay-attributions.jsonl"
+    result = run_cli(
+        "replay",
+        "--rules",
+        str(RULES),
+        str(events),
+        "--decisions",
+        str(decisions_path),
+        "--attributions",
+        str(attributions_path),
+        "--until",
+        dt.datetime.now(dt.UTC).isoformat(),
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    return {
+        "triggers": [orjson.loads(line) for line in result.stdout.splitlines()],
+        "decisions": [orjson.loads(line) for line in decisions_path.read_bytes().splitlines()],
+        "attributions": [
+            orjson.loads(line) for line in attributions_path.read_bytes().splitlines()
+        ],
+    }
+
+
+def traffic(path: Path, events: int, users: int) -> Path:
+    """A month of realistic traffic that ended two weeks ago (every timer due by now)."""
+    start = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(days=45)
+    path.write_bytes(b"".join(line + b"\n" for line in history(events, users, 11, start)))
+    return path
+
+
+async def send_raw(settings: Settings, messages: list[tuple[str, bytes, bytes]]) -> None:
+    await kafka.produce(
+        settings, [(settings.topic(topic), key, value) for topic, key, value in messages]
+    )

@@ -432,12 +432,19 @@ def rules_check(file: Path) -> None:
 @click.argument(
     "events", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
 )
-@click.option("--triggers", type=click.File("wb"), default="-", show_default="stdout")
-@click.option("--decisions", type=click.File("wb"), default=None, help="Write decision records.")
+@click.option("--triggers", type=click.File("wb", lazy=False), default="-", show_default="stdout")
 @click.option(
-    "--attributions", type=click.File("wb"), default=None, help="Write attribution records."
+    "--decisions", type=click.File("wb", lazy=False), default=None, help="Write decision records."
 )
-@click.option("--dlq", type=click.File("wb"), default=None, help="Write invalid lines, with why.")
+@click.option(
+    "--attributions",
+    type=click.File("wb", lazy=False),
+    default=None,
+    help="Write attribution records.",
+)
+@click.option(
+    "--dlq", type=click.File("wb", lazy=False), default=None, help="Write invalid lines, with why."
+)
 @click.option(
     "--until",
     default=None,

@@ -9,11 +9,9 @@ import datetime as dt
 import signal
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 
 from tests.conftest import run_cli
@@ -24,7 +22,10 @@ from tests.worker_support import (
     create_topics,
     decisions,
     produce,
+    replayed,
+    send_raw,
     shifted,
+    traffic,
     triggers,
     wait_for_first_record,
     wait_for_records,
@@ -34,40 +35,10 @@ from triggerstream import kafka
 from triggerstream.records import DEAD_LETTER_TOPIC, DECISIONS_TOPIC
 from triggerstream.settings import Settings
 from triggerstream.topics import load_topics
-from triggerstream.traffic import history
 
 # The scenarios are dated around November 2026; moved 90 days back, every timer they set
 # is due in the past, so the worker (on the wall clock) and replay (up to now) fire all.
 BACK = dt.timedelta(days=-90)
-
-
-@pytest.fixture
-def workers(tmp_path: Path) -> Iterator[list[WorkerProcess]]:
-    """Workers started by a test; none outlives it."""
-    started: list[WorkerProcess] = []
-    yield started
-    for worker in started:
-        worker.ensure_stopped()
-
-
-def replayed(events: Path, folder: Path, env: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
-    decisions_path = folder / "replay-decisions.jsonl"
-    result = run_cli(
-        "replay",
-        "--rules",
-        str(RULES),
-        str(events),
-        "--decisions",
-        str(decisions_path),
-        "--until",
-        dt.datetime.now(dt.UTC).isoformat(),
-        env=env,
-    )
-    assert result.returncode == 0, result.stderr
-    return {
-        "triggers": [orjson.loads(line) for line in result.stdout.splitlines()],
-        "decisions": [orjson.loads(line) for line in decisions_path.read_bytes().splitlines()],
-    }
 
 
 def decision_keys(records: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
@@ -114,13 +85,6 @@ def test_worker_triggers_what_replay_triggers_for_the_design_scenarios(
 
 
 # --- a stream of realistic traffic ---------------------------------------------------
-
-
-def traffic(path: Path, events: int, users: int) -> Path:
-    """A month of realistic traffic that ended two weeks ago (every timer due by now)."""
-    start = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(days=45)
-    path.write_bytes(b"".join(line + b"\n" for line in history(events, users, 11, start)))
-    return path
 
 
 def traffic_backlog(cli_env: dict[str, str], tmp_path: Path) -> dict[str, list[dict[str, Any]]]:
@@ -322,12 +286,6 @@ def test_poison_input_lands_in_the_dead_letter_topic_and_processing_goes_on(
     assert worker.process.poll() is None
     assert "Traceback" not in worker.log()
     assert worker.stop(signal.SIGTERM) == 0
-
-
-async def send_raw(settings: Settings, messages: list[tuple[str, bytes, bytes]]) -> None:
-    await kafka.produce(
-        settings, [(settings.topic(topic), key, value) for topic, key, value in messages]
-    )
 
 
 def test_a_changed_rules_file_applies_without_restart_and_a_broken_one_is_refused(

@@ -4,7 +4,11 @@ channels, never a user or an event id."""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from collections.abc import Callable, Iterator, Mapping
+
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.metrics_core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 EVENTS = Counter(
     "triggerstream_events", "Valid input events, by topic and type.", ["topic", "type"]
@@ -49,3 +53,30 @@ USERS_TRACKED = Gauge("triggerstream_users_tracked", "Users with state on this w
 RULES_RELOADS = Counter(
     "triggerstream_rules_reloads", "Changes of the rules file, applied or refused.", ["result"]
 )
+READY = Gauge(
+    "triggerstream_ready",
+    "1 once the worker's partitions are assigned and its tables recovered, else 0.",
+)
+
+
+class ConsumerLag(Collector):
+    """``triggerstream_consumer_lag{topic,partition}``: per input topic partition this
+    worker owns, the messages on the broker not yet processed, computed when scraped
+    (the worker gives the figures; before it has any, nothing is reported)."""
+
+    def __init__(self) -> None:
+        self.source: Callable[[], Mapping[tuple[str, int], int]] = dict
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "triggerstream_consumer_lag",
+            "Messages of an input topic partition not yet processed by this worker.",
+            labels=["topic", "partition"],
+        )
+        for (topic, partition), lag in sorted(self.source().items()):
+            family.add_metric([topic, str(partition)], lag)
+        yield family
+
+
+CONSUMER_LAG = ConsumerLag()
+REGISTRY.register(CONSUMER_LAG)

@@ -61,6 +61,7 @@ from triggerstream.worker.app import build_app, rocksdb_options
 from triggerstream.worker.merge import FIRST, EventTimeMerge
 from triggerstream.worker.preflight import OUTPUTS, Layout
 from triggerstream.worker.schedule import TimerSchedule
+from triggerstream.worker.web import add_routes
 
 log = logging.getLogger("triggerstream.worker")
 
@@ -120,6 +121,11 @@ class TriggerWorker:
         self.schedules: dict[int, TimerSchedule] = {}
         self.read_offset: dict[tuple[str, int], int] = {}
         """Per input topic partition: the offset after the last message read."""
+        self.processed_offset: dict[tuple[str, int], int] = {}
+        """Per input topic partition: the offset after the last message processed."""
+        self.partitions: list[int] = []
+        """The partitions this worker owns, once ready."""
+        self.users_tracked = 0
         self.merge: EventTimeMerge[tuple[faust.types.EventT[bytes], Event | InvalidEvent]] = (
             EventTimeMerge(list(self.design_name))
         )
@@ -130,6 +136,8 @@ class TriggerWorker:
         self.latest_event_at: dict[int, float] = {}
         self.ready = False
         app.give_back = self._give_back
+        metrics.CONSUMER_LAG.source = self.consumer_lag
+        add_routes(self)
         app.agent(source, name="triggerstream.events", concurrency=1)(self._consume)
         app.timer(WAKE_INTERVAL, name="triggerstream.wake_due_users")(self._wake_due_users)
         app.timer(MAX_WAIT / 4, name="triggerstream.release_waiting")(self._release_waiting)
@@ -186,6 +194,8 @@ class TriggerWorker:
                 finally:
                     _current_event.reset(token)
                 event.ack()
+                message = event.message
+                self.processed_offset[(message.topic, message.partition)] = message.offset + 1
 
     def _give_back(self) -> None:
         """Drop what was read and not processed, unacknowledged (faust is about to wait
@@ -204,6 +214,28 @@ class TriggerWorker:
         for partition in self.merge.partitions():
             await self._release(partition, idle=True)
 
+    def consumer_lag(self) -> dict[tuple[str, int], int]:
+        """Per input topic (its DESIGN name) and partition owned: the messages on the
+        broker (as the consumer last heard) not yet processed."""
+        if not self.ready:
+            return {}
+        lag = {}
+        for partition in self.partitions:
+            for topic, name in self.design_name.items():
+                highwater = self.app.consumer.highwater(TP(topic, partition))
+                if highwater is None:
+                    continue
+                done = self.processed_offset.get((topic, partition))
+                if done is None:
+                    done = self._committed((topic, partition))
+                lag[(name, partition)] = max(0, highwater - done)
+        return lag
+
+    def _committed(self, tp: tuple[str, int]) -> int:
+        """Where reading starts after an assignment: the committed offset (faust keeps
+        it; its absence means the start of the partition)."""
+        return self.app.consumer._committed_offset.get(TP(*tp)) or 0  # type: ignore[attr-defined]
+
     def _end_unknown(self, tp: tuple[str, int]) -> bool:
         return self.app.consumer.highwater(TP(*tp)) is None
 
@@ -216,11 +248,10 @@ class TriggerWorker:
             return False
         read = self.read_offset.get(tp)
         if read is None:
-            # Nothing read since the partition was assigned: the committed offset is
-            # where reading starts (faust keeps it; its absence means the start). The
-            # consumer's own position would not do: it runs ahead, over messages
-            # fetched but not yet handed to the agent.
-            read = consumer._committed_offset.get(TP(*tp)) or 0  # type: ignore[attr-defined]
+            # Nothing read since the partition was assigned. The consumer's own position
+            # would not do: it runs ahead, over messages fetched but not yet handed to
+            # the agent.
+            read = self._committed(tp)
         return bool(read >= highwater)
 
     async def _on_event(self, message: Any, decoded: Event | InvalidEvent) -> None:
@@ -253,7 +284,7 @@ class TriggerWorker:
         if step.state is not None:
             step.state.processed[topic] = [message.partition, message.offset]
         await self._send_step(key, step)
-        self._store(partition, key, step.state)
+        self._store(partition, key, step.state, new=state is None)
         if event.qualified_type == "purchase.order_completed":
             self._store_copurchases(partition, event.properties.items)  # type: ignore[union-attr]
         metrics.EVENT_PROCESSING.observe(time.perf_counter() - began)
@@ -291,15 +322,24 @@ class TriggerWorker:
         raw = self.users.get(key)
         return None if raw is None else UserState.from_bytes(raw)
 
-    def _store(self, partition: int, key: bytes, state: UserState | None) -> None:
+    def _store(
+        self, partition: int, key: bytes, state: UserState | None, new: bool = False
+    ) -> None:
         user = key.decode()
         if state is None:  # erased: a tombstone goes to the changelog
             if key in self.users:
                 del self.users[key]
+                self._count_users(-1)
             self._schedule(partition).set(user, None)
             return
+        if new:
+            self._count_users(+1)
         self.users[key] = state.to_bytes()  # always assigned back: faust changelogs sets
         self._schedule(partition).set(user, self._engine(partition).next_due(state))
+
+    def _count_users(self, change: int) -> None:
+        self.users_tracked += change
+        metrics.USERS_TRACKED.set(self.users_tracked)
 
     def _store_copurchases(self, partition: int, items: Any) -> None:
         counts = self.copurchases[partition]
@@ -403,6 +443,7 @@ class TriggerWorker:
         self, sender: Any, *args: Any, signal: Any, **kwargs: Any
     ) -> None:
         self.ready = False
+        metrics.READY.set(0)
 
     async def _on_rebalance_complete(
         self, sender: Any, *args: Any, signal: Any, **kwargs: Any
@@ -425,6 +466,7 @@ class TriggerWorker:
         self.schedules = {}
         self.merge.forget_partitions(active)
         self.read_offset = {}  # until a message is read: the committed offset
+        self.processed_offset = {}
         users = 0
         for partition in sorted(active):
             engine = self._engine(partition)
@@ -434,7 +476,10 @@ class TriggerWorker:
                 due = engine.next_due(UserState.from_bytes(value))
                 if due is not None:
                     schedule.set(key.decode(), due)
+        self.partitions = sorted(active)
+        self.users_tracked = users
         self.ready = True
+        metrics.READY.set(1)
         metrics.USERS_TRACKED.set(users)
         log.info(
             "partitions %s ready: %d users, %d with timers, in %.2fs",
