@@ -20,6 +20,7 @@ from tests.scenarios import RULES
 from triggerstream import kafka
 from triggerstream.records import CHANNEL_TOPICS, DECISIONS_TOPIC
 from triggerstream.settings import Settings
+from triggerstream.simulation import Population
 from triggerstream.traffic import history
 
 READY = "ready:"
@@ -219,3 +220,12 @@ async def send_raw(settings: Settings, messages: list[tuple[str, bytes, bytes]])
     await kafka.produce(
         settings, [(settings.topic(topic), key, value) for topic, key, value in messages]
     )
+
+
+def population_traffic(path: Path, events: int, users: int) -> Path:
+    """The demo's population (profiles, skips, quotas, orders, trials, tickets, NPS,
+    workflows, purchases of their own accord) living a few hours 45 days ago."""
+    start = time.time() - 45 * 86400
+    lines = Population(users, seed=11).history(events, start)
+    path.write_bytes(b"".join(orjson.dumps({"topic": t, **e}) + b"\n" for t, e in lines))
+    return path

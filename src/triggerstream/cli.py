@@ -14,6 +14,7 @@ import logging
 import signal
 import socket
 import sys
+import time
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -644,3 +645,165 @@ def report(
 
 if __name__ == "__main__":
     main()
+
+
+# --- demo and loadgen ----------------------------------------------------------------
+
+
+@main.command()
+@click.option(
+    "--rules",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Rules file [default: the example rules, examples/rules.yaml].",
+)
+@click.option("--users", type=click.IntRange(1), default=5000, show_default=True)
+@click.option(
+    "--rate", type=click.FloatRange(min=1), default=100, show_default=True, help="Events/s."
+)
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=1),
+    default=None,
+    help="Seconds of traffic, then a summary [default: until Ctrl-C].",
+)
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=0, help="Broker port [default: a free one]."
+)
+@click.option(
+    "--web-port",
+    type=click.IntRange(1, 65535),
+    default=6066,
+    show_default=True,
+    help="The worker's metrics and health port.",
+)
+@click.option(
+    "--keep",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Keep the logs and RocksDB state in this directory [default: removed at the end].",
+)
+def demo(
+    rules: Path | None,
+    users: int,
+    rate: float,
+    duration: float | None,
+    port: int,
+    web_port: int,
+    keep: Path | None,
+) -> None:
+    """Run everything on this machine, with nothing else installed: an embedded broker,
+    the topics, a worker, realistic users (listeners skipping tracks, teams filling
+    their storage, shoppers, trials, tickets, NPS answers, and their answers to the
+    offers they get), and a live view of triggers, suppressions and latency.
+
+    Ctrl-C stops it all in order and prints a summary.
+    """
+    from rich.console import Console
+
+    from triggerstream.broker import BrokerNotAvailable
+    from triggerstream.demo import DemoError
+    from triggerstream.demo import run as run_demo
+    from triggerstream.rules.load import RulesError, load_rules
+
+    if rules is not None:
+        try:
+            load_rules(rules)
+        except RulesError as error:
+            fail(f"the demo needs a valid rules file; {error}")
+    port = port or _free_port()
+    for wanted, flag in ((port, "--port"), (web_port, "--web-port")):
+        if not _port_is_free(wanted):
+            fail(f"port {wanted} on 127.0.0.1 is in use; pick another with {flag}")
+    began = time.monotonic()
+    console = Console(stderr=False)
+    try:
+        tally = run_demo(rules, users, rate, duration, port, web_port, keep, console, began)
+    except (DemoError, BrokerNotAvailable, kafka.KafkaUnavailable) as error:
+        fail(str(error), status=1)
+        return
+    except KeyboardInterrupt:
+        console.print("stopped before the traffic started")
+        return
+    first = tally.first_trigger_after
+    console.print()
+    console.print(
+        f"ready in {tally.startup:.1f} s (broker, topics, worker); first trigger "
+        + (
+            "never came"
+            if first is None
+            else f"{tally.startup + first:.1f} s after start ({first:.1f} s into the traffic)"
+        )
+        + f"; {sum(tally.triggers.values()):,} triggers, "
+        + f"{sum(tally.suppressions.values()):,} suppressed, {tally.conversions:,} conversions"
+    )
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@main.command()
+@kafka_flags
+@click.option(
+    "--rate", type=click.FloatRange(min=1), default=200, show_default=True, help="Events/s."
+)
+@click.option("--users", type=click.IntRange(1), default=10_000, show_default=True)
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=1),
+    default=None,
+    help="Seconds to run [default: until Ctrl-C].",
+)
+@click.option("--seed", type=int, default=None, help="Same seed, same users [default: the clock].")
+@click.option(
+    "--react/--no-react",
+    default=False,
+    show_default=True,
+    help="Users answer the offers they get (reads the trigger topics): feedback, purchases.",
+)
+def loadgen(
+    rate: float, users: int, duration: float | None, seed: int | None, react: bool, **flags: Any
+) -> None:
+    """Produce the demo's realistic traffic at a steady rate to any broker, for
+    benchmarks and soak tests. Prints the rate reached every 10 seconds on stderr.
+    """
+    from triggerstream.loadgen import Load, follow, reacting
+    from triggerstream.records import CHANNEL_TOPICS
+    from triggerstream.simulation import Population
+
+    settings = build_settings(**flags)
+    population = Population(users, seed=int(time.time()) if seed is None else seed)
+    load = Load(settings, population, rate)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        tasks = [asyncio.create_task(load.run(stop, duration))]
+        if react:
+            tasks.append(
+                asyncio.create_task(
+                    follow(settings, CHANNEL_TOPICS.values(), reacting(population), stop)
+                )
+            )
+        began = time.monotonic()
+        while not tasks[0].done():
+            await asyncio.wait([tasks[0]], timeout=10)
+            click.echo(
+                f"loadgen: {load.sent:,} events in {time.monotonic() - began:,.0f} s "
+                f"({load.events_per_second(10):,.0f}/s)",
+                err=True,
+            )
+        stop.set()
+        await asyncio.gather(*tasks)
+
+    click.echo(
+        f"loadgen: {rate:,.0f} events/s from {users:,} users to {settings.kafka_bootstrap}"
+        + (f" for {duration:,.0f} s" if duration else "; Ctrl-C stops"),
+        err=True,
+    )
+    run(main())

@@ -54,6 +54,13 @@ class Settings(BaseSettings):
         description="Seconds a worker may go silent before the group gives its partitions "
         "to the others (Kafka consumer session timeout).",
     )
+    fetch_max_wait: float = Field(
+        0.5,
+        ge=0.01,
+        le=10,
+        description="Seconds the broker may hold a worker's fetch when it has nothing new "
+        "(Kafka's fetch.max.wait.ms; a broker that always waits it out adds it to latency).",
+    )
     rocksdb_memory: int = Field(
         512,
         ge=16,

@@ -118,6 +118,20 @@ class Population:
             out.append(heapq.heappop(self.pending)[2])
         return out
 
+    def history(self, events: int, start: float, rate: float = 100.0) -> list[Event]:
+        """``events`` events lived from ``start`` (Unix seconds) at about ``rate`` events a
+        second of simulated time, without answers to offers (nobody sees them)."""
+        out: list[Event] = []
+        now, started = start, 0
+        while len(out) < events:
+            now += 0.1
+            while started < rate * (now - start):
+                before = self.waiting()
+                self.start_moment(now)
+                started += self.waiting() - before
+            out.extend(self.due(now))
+        return out[:events]
+
     def waiting(self) -> int:
         return len(self.pending)
 

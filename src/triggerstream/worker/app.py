@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import faust
+from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from triggerstream.settings import Settings
 
@@ -51,15 +52,37 @@ def credentials(settings: Settings) -> faust.types.auth.CredentialsT | None:
     return None
 
 
+class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    """faust's consumer with the fetch wait of the settings: faust hard-codes 1.5 s,
+    and a broker that answers a fetch only when the wait is over (Tansu does) would add
+    up to that much to every trigger's latency."""
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        consumer._fetch_max_wait_ms = int(cast(WorkerApp, self.app).fetch_max_wait * 1000)
+        return consumer
+
+
+class _Consumer(faust_aiokafka.Consumer):
+    def _new_consumer_thread(self) -> _ConsumerThread:
+        return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+
 class WorkerApp(faust.App):
     """A faust app that lets the worker give back what it has read but not processed
     before faust waits for every message in hand to be acknowledged (on a rebalance and
     on stopping). Given back means unacknowledged: the offset is not committed, and the
     messages are read again by whoever owns the partition next."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, fetch_max_wait: float = 0.5, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.give_back: Callable[[], None] = lambda: None
+        self.fetch_max_wait = fetch_max_wait
+
+    def _new_transport(self) -> Any:
+        transport = super()._new_transport()
+        transport.Consumer = _Consumer  # type: ignore[misc]
+        return transport
 
     async def _consumer_wait_empty(self, consumer: Any, logger: Any) -> None:
         self.give_back()
@@ -89,4 +112,4 @@ def build_app(settings: Settings, partitions: int, replicas: int) -> WorkerApp:
         "autodiscover": False,
         "topic_replication_factor": replicas,
     }
-    return WorkerApp(app_id(settings), **options)
+    return WorkerApp(app_id(settings), fetch_max_wait=settings.fetch_max_wait, **options)

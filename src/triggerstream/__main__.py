@@ -1,0 +1,5 @@
+"""``python -m triggerstream``: the same as the ``triggerstream`` command."""
+
+from triggerstream.cli import main
+
+main()

@@ -1,0 +1,356 @@
+"""``triggerstream demo``: the whole thing on one machine, nothing else installed.
+
+It starts the embedded broker (Tansu, in memory), creates the topics, starts a worker
+(a ``triggerstream worker`` process with its RocksDB in a temporary directory), lets a
+population of realistic users loose on the input topics (:mod:`triggerstream.simulation`,
+who also answer the offers they get), and shows what happens live: events per second,
+triggers by rule and channel, suppressions by reason, the time from an event to its
+trigger, the last triggers with their reasons, and where the worker's metrics are.
+Ctrl-C (or ``--duration``) stops everything, in order, and prints a summary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from triggerstream import kafka
+from triggerstream.broker import EmbeddedBroker
+from triggerstream.loadgen import Load, follow, reacting
+from triggerstream.records import ATTRIBUTIONS_TOPIC, CHANNEL_TOPICS, DECISIONS_TOPIC
+from triggerstream.settings import Settings
+from triggerstream.simulation import Population
+from triggerstream.topics import load_topics
+
+READY_TIMEOUT = 120.0
+"""Seconds the worker may take to join its group and recover its tables."""
+CHANNEL_OF_TOPIC = {topic: channel for channel, topic in CHANNEL_TOPICS.items()}
+
+
+def packaged_rules() -> Path:
+    """The example rules file (examples/rules.yaml), from the source tree or the wheel."""
+    here = Path(__file__).resolve()
+    checkout = here.parents[2] / "examples" / "rules.yaml"
+    if checkout.is_file():
+        return checkout
+    return Path(str(files("triggerstream") / "examples" / "rules.yaml"))
+
+
+class DemoError(RuntimeError):
+    """The demo could not start; the message says why and what to do."""
+
+
+@dataclass
+class Tally:
+    """What the demo has seen on the output topics."""
+
+    began: float = field(default_factory=time.monotonic)
+    """When the traffic started."""
+    startup: float = 0.0
+    """Seconds from the command's start to the traffic's: broker, topics, worker."""
+    first_trigger_after: float | None = None
+    """Seconds from the traffic's start to the first trigger seen."""
+    triggers: Counter[tuple[str, str]] = field(default_factory=Counter)
+    suppressions: Counter[str] = field(default_factory=Counter)
+    outcomes: Counter[str] = field(default_factory=Counter)
+    conversions: int = 0
+    revenue: Counter[str] = field(default_factory=Counter)
+    latencies: deque[float] = field(default_factory=lambda: deque(maxlen=5000))
+    last: deque[tuple[str, str, str, str, str]] = field(default_factory=lambda: deque(maxlen=6))
+
+    def record(self, topic: str, value: dict[str, Any]) -> None:
+        now = time.time()
+        if topic in CHANNEL_OF_TOPIC:
+            if self.first_trigger_after is None:
+                self.first_trigger_after = time.monotonic() - self.began
+            self.triggers[(value["rule_id"], value["channel"])] += 1
+            triggered = _epoch(value["triggered_at"])
+            self.latencies.append(max(0.0, now - triggered))
+            self.last.append(
+                (
+                    time.strftime("%H:%M:%S", time.localtime(now)),
+                    value["user_id"],
+                    value["rule_id"],
+                    value["channel"],
+                    value["reason"]["summary"],
+                )
+            )
+        elif topic == DECISIONS_TOPIC:
+            self.outcomes[value["outcome"]] += 1
+            if value["outcome"] == "suppressed":
+                self.suppressions[value["reason"]] += 1
+        elif topic == ATTRIBUTIONS_TOPIC:
+            self.conversions += 1
+            self.revenue[value["currency"]] += value["revenue"]
+
+    def latency(self, quantile: float) -> float | None:
+        if len(self.latencies) < 2:
+            return None
+        return statistics.quantiles(self.latencies, n=1000)[int(quantile * 1000) - 1]
+
+
+def _epoch(stamp: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(stamp).timestamp()
+
+
+def render(tally: Tally, load: Load, where: dict[str, str], final: bool = False) -> Group:
+    """The live view (and, with ``final``, the summary)."""
+    elapsed = time.monotonic() - tally.began
+    header = Text.assemble(
+        ("triggerstream demo", "bold"),
+        f"  ·  {elapsed:,.0f} s  ·  broker {where['broker']}  ·  metrics ",
+        (where["metrics"], "underline"),
+        "\n",
+        f"worker log {where['log']}",
+        "" if final else "  ·  Ctrl-C stops",
+    )
+    first = tally.first_trigger_after
+    p50, p99 = tally.latency(0.5), tally.latency(0.99)
+    figures = Table.grid(padding=(0, 3))
+    for _ in range(4):
+        figures.add_column(justify="right")
+    figures.add_row(
+        Text.assemble((f"{load.events_per_second():,.0f}", "bold"), " events/s"),
+        Text.assemble((f"{load.sent:,}", "bold"), " events sent"),
+        Text.assemble((f"{sum(tally.triggers.values()):,}", "bold green"), " triggers"),
+        Text.assemble((f"{tally.conversions:,}", "bold"), " conversions"),
+    )
+    figures.add_row(
+        "first trigger " + ("-" if first is None else f"{tally.startup + first:.1f} s after start"),
+        "event→trigger p50 " + ("-" if p50 is None else f"{p50 * 1000:,.0f} ms"),
+        "p99 " + ("-" if p99 is None else f"{p99 * 1000:,.0f} ms"),
+        "revenue " + (", ".join(f"{v:,.2f} {c}" for c, v in tally.revenue.items()) or "-"),
+    )
+
+    triggers = Table(title="triggers by rule and channel", expand=True, title_justify="left")
+    triggers.add_column("rule")
+    channels = sorted(CHANNEL_TOPICS)
+    for channel in channels:
+        triggers.add_column(channel, justify="right")
+    for rule in sorted({rule for rule, _ in tally.triggers}):
+        counts = [tally.triggers[(rule, channel)] for channel in channels]
+        triggers.add_row(rule, *(f"{n:,}" if n else "" for n in counts))
+
+    suppressed = Table(title="suppressed, by reason", expand=True, title_justify="left")
+    suppressed.add_column("reason")
+    suppressed.add_column("decisions", justify="right")
+    for reason, count in tally.suppressions.most_common():
+        suppressed.add_row(reason, f"{count:,}")
+
+    tables = Table.grid(expand=True, padding=(0, 2))
+    tables.add_column(ratio=3)
+    tables.add_column(ratio=2)
+    tables.add_row(triggers, suppressed)
+
+    last = Table(title="last triggers", expand=True, title_justify="left")
+    for name in ("at", "user", "rule", "channel"):
+        last.add_column(name, no_wrap=True)
+    last.add_column("why", ratio=1)
+    for row in reversed(tally.last):
+        last.add_row(*row)
+
+    return Group(Panel(header), figures, tables, last)
+
+
+class Demo:
+    """The broker, topics, worker and traffic of one demo run."""
+
+    def __init__(
+        self,
+        rules: Path,
+        users: int,
+        rate: float,
+        duration: float | None,
+        port: int,
+        web_port: int,
+        folder: Path,
+        console: Console,
+        began: float,
+    ) -> None:
+        self.began = began
+        self.rules = rules
+        self.users = users
+        self.rate = rate
+        self.duration = duration
+        self.port = port
+        self.web_port = web_port
+        self.folder = folder
+        self.console = console
+        self.broker = EmbeddedBroker(port, folder / "broker.log")
+        self.settings = Settings(kafka_bootstrap=self.broker.bootstrap, web_port=web_port)
+        self.worker: subprocess.Popen[bytes] | None = None
+        self.where = {
+            "broker": self.broker.bootstrap,
+            "metrics": f"http://127.0.0.1:{web_port}/metrics",
+            "log": str(folder / "worker.log"),
+        }
+
+    def run(self) -> Tally:
+        console = self.console
+        try:
+            with console.status("starting the embedded broker"):
+                self.broker.start()
+            console.print(f"broker up at {self.broker.bootstrap}")
+            with console.status("creating the topics"):
+                asyncio.run(kafka.create_topics(self.settings, load_topics()))
+            console.print("topics created")
+            with console.status("starting a worker (joining its group, recovering tables)"):
+                self._start_worker()
+            console.print(f"worker ready; metrics on {self.where['metrics']}")
+            return asyncio.run(self._live())
+        finally:
+            self.stop()
+
+    def _start_worker(self) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TRIGGERSTREAM_")}
+        env.update(
+            TRIGGERSTREAM_KAFKA_BOOTSTRAP=self.broker.bootstrap,
+            TRIGGERSTREAM_RULES=str(self.rules),
+            TRIGGERSTREAM_DATA_DIR=str(self.folder / "data"),
+            TRIGGERSTREAM_WEB_PORT=str(self.web_port),
+            TRIGGERSTREAM_WEB_HOST="127.0.0.1",
+            TRIGGERSTREAM_SESSION_TIMEOUT="10",
+            # Tansu answers a fetch only when its wait is over: keep it short.
+            TRIGGERSTREAM_FETCH_MAX_WAIT="0.05",
+        )
+        with (self.folder / "worker.log").open("ab") as log:
+            self.worker = subprocess.Popen(
+                [sys.executable, "-m", "triggerstream", "worker"],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C reaches the demo, which stops it in order
+            )
+        deadline = time.monotonic() + READY_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.worker.poll() is not None:
+                raise DemoError(
+                    f"the worker exited with status {self.worker.returncode}; its log:\n"
+                    + _tail(self.folder / "worker.log")
+                )
+            if _ready(self.web_port):
+                return
+            time.sleep(0.2)
+        raise DemoError(
+            f"the worker was not ready within {READY_TIMEOUT:.0f} s; its log:\n"
+            + _tail(self.folder / "worker.log")
+        )
+
+    async def _live(self) -> Tally:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        population = Population(self.users, seed=int(time.time()))
+        load = Load(self.settings, population, self.rate)
+        tally = Tally()
+        tally.startup = tally.began - self.began
+        react = reacting(population)
+
+        def on_record(topic: str, value: dict[str, Any]) -> None:
+            tally.record(topic, value)
+            react(topic, value)
+
+        outputs = [*CHANNEL_TOPICS.values(), DECISIONS_TOPIC, ATTRIBUTIONS_TOPIC]
+        following = asyncio.create_task(follow(self.settings, outputs, on_record, stop))
+        await asyncio.sleep(0.5)  # the follower is at the end of its topics before traffic
+        producing = asyncio.create_task(load.run(stop, self.duration))
+        with Live(
+            render(tally, load, self.where), console=self.console, refresh_per_second=4
+        ) as live:
+            while not producing.done():
+                if self.worker is not None and self.worker.poll() is not None:
+                    stop.set()
+                    await asyncio.gather(producing, following, return_exceptions=True)
+                    raise DemoError(
+                        f"the worker stopped (status {self.worker.returncode}); its log:\n"
+                        + _tail(self.folder / "worker.log")
+                    )
+                live.update(render(tally, load, self.where))
+                await asyncio.sleep(0.25)
+            await producing  # raises what stopped it, if anything
+            await asyncio.sleep(2)  # the last triggers arrive
+            stop.set()
+            await following
+            live.update(render(tally, load, self.where, final=True))
+        return tally
+
+    def stop(self) -> None:
+        """Stop the worker (SIGTERM: it commits and flushes), then the broker."""
+        worker, self.worker = self.worker, None
+        if worker is not None and worker.poll() is None:
+            with self.console.status("stopping the worker"):
+                worker.send_signal(signal.SIGTERM)
+                try:
+                    worker.wait(60)
+                except subprocess.TimeoutExpired:
+                    worker.kill()
+                    worker.wait()
+        with self.console.status("stopping the broker"):
+            self.broker.stop()
+
+
+def _ready(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def run(
+    rules: Path | None,
+    users: int,
+    rate: float,
+    duration: float | None,
+    port: int,
+    web_port: int,
+    keep: Path | None,
+    console: Console,
+    began: float,
+) -> Tally:
+    """Run a demo; its files (logs, RocksDB) go to ``keep`` or a temporary directory
+    removed at the end."""
+    folder = keep or Path(tempfile.mkdtemp(prefix="triggerstream-demo-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        demo = Demo(
+            rules or packaged_rules(), users, rate, duration, port, web_port, folder, console, began
+        )
+        tally = demo.run()
+    finally:
+        if keep is None:
+            with contextlib.suppress(OSError):
+                shutil.rmtree(folder)
+    return tally
