@@ -42,22 +42,31 @@ def pytest_configure(config: pytest.Config) -> None:
         "apache_only: needs a broker whose ListOffsets is exact (restart, rebalance, "
         "recovery): run on Apache Kafka, not collected on Tansu (STYLE.md, broker facts)",
     )
+    config.addinivalue_line(
+        "markers",
+        "own_broker: starts its own embedded broker (the demo), whatever the test broker: "
+        "run in the Tansu pass only",
+    )
 
 
-_not_for_this_broker: list[str] = []
+_not_for_this_broker: list[tuple[str, str]] = []
+WHY_NOT_HERE = {
+    "apache_only": "run on Apache Kafka only (Tansu's ListOffsets breaks faust's recovery)",
+    "own_broker": "run in the Tansu pass only (starts its own embedded broker)",
+}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if "integration" in item.path.parts:
             item.add_marker(pytest.mark.integration)
-    if BROKER_KIND == "tansu":
-        kept = [item for item in items if item.get_closest_marker("apache_only") is None]
-        dropped = [item for item in items if item.get_closest_marker("apache_only") is not None]
-        if dropped:
-            config.hook.pytest_deselected(items=dropped)
-            items[:] = kept
-            _not_for_this_broker.extend(item.nodeid for item in dropped)
+    other = "apache_only" if BROKER_KIND == "tansu" else "own_broker"
+    kept = [item for item in items if item.get_closest_marker(other) is None]
+    dropped = [item for item in items if item.get_closest_marker(other) is not None]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+        _not_for_this_broker.extend((other, item.nodeid) for item in dropped)
 
 
 @dataclass(frozen=True)
@@ -75,10 +84,8 @@ _started: list[RunningBroker] = []
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    for nodeid in _not_for_this_broker:
-        terminalreporter.write_line(
-            f"run on Apache Kafka only (Tansu's ListOffsets breaks faust's recovery): {nodeid}"
-        )
+    for marker, nodeid in _not_for_this_broker:
+        terminalreporter.write_line(f"{WHY_NOT_HERE[marker]}: {nodeid}")
     for broker in _started:
         terminalreporter.write_line(
             f"test broker {broker.kind} at {broker.bootstrap} answered metadata "

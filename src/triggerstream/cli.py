@@ -140,7 +140,10 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def _port_is_free(port: int) -> bool:
+    """Whether a server could listen on the port now (as servers do, with SO_REUSEADDR:
+    connections of a server just stopped, in TIME_WAIT, do not count)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("127.0.0.1", port))
         except OSError:

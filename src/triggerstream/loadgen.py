@@ -22,12 +22,12 @@ from triggerstream.simulation import Population
 TICK = 0.05
 """Seconds between two rounds of producing what fell due."""
 LOOKAHEAD = 1.0
-"""Moments are started this many seconds of traffic ahead of the target rate."""
+"""Moments are started for the events due this many seconds ahead of now."""
 
 
 class Load:
-    """Produces a population's events at ``rate`` events per second (reactions to
-    offers come on top, as they fall due)."""
+    """Produces a population's events at ``rate`` events per second, answers to offers
+    included (they take the place of new moments)."""
 
     def __init__(self, settings: Settings, population: Population, rate: float) -> None:
         if rate <= 0:
@@ -56,7 +56,6 @@ class Load:
             await producer.stop()
             raise unreachable(self.settings, error) from None
         began = time.monotonic()
-        started_events = 0
         pending: list[asyncio.Future[Any]] = []
         try:
             while not stop.is_set():
@@ -64,11 +63,7 @@ class Load:
                 if duration is not None and elapsed >= duration:
                     break
                 now = time.time()
-                wanted = self.rate * (elapsed + LOOKAHEAD)
-                while started_events < wanted:
-                    before = self.population.waiting()
-                    self.population.start_moment(now)
-                    started_events += self.population.waiting() - before
+                self.population.keep_pace(now, self.sent, self.rate * (elapsed + LOOKAHEAD))
                 for topic, envelope in self.population.due(now):
                     pending.append(
                         await producer.send(

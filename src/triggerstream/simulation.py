@@ -85,6 +85,8 @@ class Population:
         self.pending: list[tuple[float, int, Event]] = []
         self.introduced: set[int] = set()
         self.quota: dict[int, float] = {}
+        self._horizon = float("-inf")
+        self._soon = 0
         names, weights = zip(*PERSONAS, strict=True)
         self.persona = [self.rng.choices(names, weights)[0] for _ in range(users)]
         self.moments: dict[str, Callable[[int, float], None]] = {
@@ -111,6 +113,17 @@ class Population:
         else:
             self.moments[self.persona[number]](number, now)
 
+    def keep_pace(self, now: float, produced: int, wanted: float, ahead: float = 1.0) -> None:
+        """Start moments until the events ``produced`` so far and those falling due in
+        the next ``ahead`` seconds reach ``wanted``: a steady rate from the first
+        second, though most of a moment's events come later."""
+        horizon = now + ahead
+        self._soon = sum(1 for at, _, _ in self.pending if at <= horizon)
+        self._horizon = horizon
+        while produced + self._soon < wanted:
+            self.start_moment(now)
+        self._horizon = float("-inf")
+
     def due(self, now: float) -> list[Event]:
         """Every event whose time has come, oldest first."""
         out = []
@@ -122,13 +135,10 @@ class Population:
         """``events`` events lived from ``start`` (Unix seconds) at about ``rate`` events a
         second of simulated time, without answers to offers (nobody sees them)."""
         out: list[Event] = []
-        now, started = start, 0
+        now = start
         while len(out) < events:
+            self.keep_pace(now, len(out), rate * (now - start + 1))
             now += 0.1
-            while started < rate * (now - start):
-                before = self.waiting()
-                self.start_moment(now)
-                started += self.waiting() - before
             out.extend(self.due(now))
         return out[:events]
 
@@ -298,3 +308,5 @@ class Population:
             "properties": properties,
         }
         heapq.heappush(self.pending, (at, next(self.ids), (topic, envelope)))
+        if at <= self._horizon:
+            self._soon += 1

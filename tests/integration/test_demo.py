@@ -1,0 +1,141 @@
+"""`triggerstream demo`, as a newcomer runs it, and `triggerstream loadgen`."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import orjson
+import pytest
+
+from tests.conftest import TRIGGERSTREAM, free_port, run_cli
+from tests.scenarios import RULES
+from tests.worker_support import create_topics, read_topic
+from triggerstream.cli import _port_is_free
+from triggerstream.events import INPUT_TOPICS
+from triggerstream.settings import Settings
+
+SUMMARY = re.compile(
+    r"ready in (?P<ready>[\d.]+) s .*first trigger (?P<first>[\d.]+) s after start .*; "
+    r"(?P<triggers>[\d,]+) triggers, (?P<suppressed>[\d,]+) suppressed",
+    re.S,
+)
+
+
+def summary(output: str) -> dict[str, float]:
+    found = SUMMARY.search(" ".join(output.split()))
+    assert found, f"no summary in the demo's output:\n{output}"
+    return {key: float(value.replace(",", "")) for key, value in found.groupdict().items()}
+
+
+def log_folder(output: str) -> Path:
+    found = re.search(r"worker log (\S+)", output)
+    assert found, output
+    return Path(found.group(1)).parent
+
+
+@pytest.mark.own_broker
+def test_the_demo_shows_triggers_within_30_seconds_and_cleans_up_after_itself() -> None:
+    web_port = free_port()
+    began = time.monotonic()
+    result = subprocess.run(
+        [TRIGGERSTREAM, "demo", "--duration", "20", "--users", "2000", "--web-port", str(web_port)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    took = time.monotonic() - began
+    assert result.returncode == 0, result.stdout + result.stderr
+    figures = summary(result.stdout)
+    assert figures["first"] < 30, result.stdout
+    assert figures["triggers"] > 20
+    assert figures["suppressed"] > 0
+    # The view showed what a newcomer is told to look for.
+    for heading in ("triggers by rule and channel", "suppressed, by reason", "last triggers"):
+        assert heading in result.stdout
+    assert f"http://127.0.0.1:{web_port}/metrics" in result.stdout
+    assert "free-skip-limit" in result.stdout
+    # Stopped in order: ports free again, its temporary directory gone, quickly.
+    assert _port_is_free(web_port)
+    assert not log_folder(result.stdout).exists()
+    assert took < 120, f"the demo took {took:.0f} s for 20 s of traffic"
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+@pytest.mark.own_broker
+def test_ctrl_c_stops_the_demo_cleanly_with_a_summary(tmp_path: Path) -> None:
+    web_port = free_port()
+    broker_port = free_port()
+    output = tmp_path / "demo.out"
+    with output.open("wb") as out:
+        demo = subprocess.Popen(
+            [
+                TRIGGERSTREAM,
+                "demo",
+                "--users",
+                "500",
+                "--port",
+                str(broker_port),
+                "--web-port",
+                str(web_port),
+                "--keep",
+                str(tmp_path / "kept"),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while b"worker ready" not in output.read_bytes():
+            assert demo.poll() is None, output.read_text()
+            assert time.monotonic() < deadline, output.read_text()
+            time.sleep(0.2)
+        # The worker's metrics are where the demo says, and moving.
+        time.sleep(8)
+        with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/metrics", timeout=5) as page:
+            assert b"triggerstream_events_total{" in page.read()
+        demo.send_signal(signal.SIGINT)
+        assert demo.wait(90) == 0, output.read_text()
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+    text = output.read_text()
+    assert summary(text)["triggers"] > 0
+    assert _port_is_free(web_port)
+    assert _port_is_free(broker_port)
+    # --keep kept the logs: the worker stopped cleanly, committing on its way out.
+    log = (tmp_path / "kept" / "worker.log").read_text()
+    assert "Traceback" not in log
+    assert "Traceback" not in text
+
+
+def test_loadgen_produces_valid_traffic_at_the_rate_asked(
+    settings: Settings, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    create_topics(cli_env)
+    result = run_cli(
+        "loadgen", "--rate", "200", "--duration", "10", "--users", "300", "--seed", "5", env=cli_env
+    )
+    assert result.returncode == 0, result.stderr
+    lines = [
+        orjson.dumps({"topic": topic, **event})
+        for topic in INPUT_TOPICS
+        if topic != "offer-feedback"  # nobody answers offers without --react
+        for event in read_topic(settings, topic)
+    ]
+    assert 1800 <= len(lines) <= 2300, f"{len(lines)} events for 200/s over 10 s"
+    assert "events in" in result.stderr
+    # Every event is one the worker accepts.
+    events = tmp_path / "events.jsonl"
+    events.write_bytes(b"\n".join(lines) + b"\n")
+    replayed = run_cli(
+        "replay", "--rules", str(RULES), str(events), "--triggers", "/dev/null", env=cli_env
+    )
+    assert replayed.returncode == 0, replayed.stderr
+    assert f"{len(lines)} event(s), 0 invalid, 0 duplicate(s)" in replayed.stderr
