@@ -686,6 +686,12 @@ if __name__ == "__main__":
     default=None,
     help="Keep the logs and RocksDB state in this directory [default: removed at the end].",
 )
+@click.option(
+    "--screenshot",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    default=None,
+    help="Save the final view as an SVG picture.",
+)
 def demo(
     rules: Path | None,
     users: int,
@@ -694,6 +700,7 @@ def demo(
     port: int,
     web_port: int,
     keep: Path | None,
+    screenshot: Path | None,
 ) -> None:
     """Run everything on this machine, with nothing else installed: an embedded broker,
     the topics, a worker, realistic users (listeners skipping tracks, teams filling
@@ -721,7 +728,9 @@ def demo(
     began = time.monotonic()
     console = Console(stderr=False)
     try:
-        tally = run_demo(rules, users, rate, duration, port, web_port, keep, console, began)
+        tally = run_demo(
+            rules, users, rate, duration, port, web_port, keep, console, began, screenshot
+        )
     except (DemoError, BrokerNotAvailable, kafka.KafkaUnavailable) as error:
         fail(str(error), status=1)
         return

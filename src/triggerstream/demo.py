@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import os
 import shutil
 import signal
@@ -189,8 +190,10 @@ class Demo:
         folder: Path,
         console: Console,
         began: float,
+        screenshot: Path | None = None,
     ) -> None:
         self.began = began
+        self.screenshot = screenshot
         self.rules = rules
         self.users = users
         self.rate = rate
@@ -296,7 +299,12 @@ class Demo:
             await asyncio.sleep(2)  # the last triggers arrive
             stop.set()
             await following
-            live.update(render(tally, load, self.where, final=True))
+            final = render(tally, load, self.where, final=True)
+            live.update(final)
+        if self.screenshot is not None:
+            recorder = Console(record=True, width=110, file=io.StringIO())
+            recorder.print(final)
+            recorder.save_svg(str(self.screenshot), title="triggerstream demo")
         return tally
 
     def stop(self) -> None:
@@ -339,6 +347,7 @@ def run(
     keep: Path | None,
     console: Console,
     began: float,
+    screenshot: Path | None = None,
 ) -> Tally:
     """Run a demo; its files (logs, RocksDB) go to ``keep`` or a temporary directory
     removed at the end."""
@@ -346,7 +355,16 @@ def run(
     folder.mkdir(parents=True, exist_ok=True)
     try:
         demo = Demo(
-            rules or packaged_rules(), users, rate, duration, port, web_port, folder, console, began
+            rules or packaged_rules(),
+            users,
+            rate,
+            duration,
+            port,
+            web_port,
+            folder,
+            console,
+            began,
+            screenshot,
         )
         tally = demo.run()
     finally:

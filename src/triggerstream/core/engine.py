@@ -521,7 +521,8 @@ class Engine:
                 what = "trial" if facts["field"] == "trial_ends_at" else "subscription"
                 plan = f" of {facts['plan']}" if facts.get("plan") else ""
                 verb = "ends" if what == "trial" else "renews"
-                summary = f"{what}{plan} {verb} {facts['value'][:10]} (in {facts['before']})"
+                left = dt.datetime.fromisoformat(facts["value"]).timestamp() - at
+                summary = f"{what}{plan} {verb} {facts['value'][:10]} (in {summaries.span(left)})"
             else:
                 summary = f"no activity for {facts['for']} (last seen {facts['last_seen_at']})"
         return Match(
