@@ -46,6 +46,9 @@ from triggerstream.topics import load_topics
 
 READY_TIMEOUT = 120.0
 """Seconds the worker may take to join its group and recover its tables."""
+FAULTS = 0.004
+"""The demo's producers get one event in 250 wrong: a retry (dropped as a duplicate) or a
+timestamp without an offset (a dead letter)."""
 CHANNEL_OF_TOPIC = {topic: channel for channel, topic in CHANNEL_TOPICS.items()}
 
 
@@ -268,7 +271,7 @@ class Demo:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
-        population = Population(self.users, seed=int(time.time()))
+        population = Population(self.users, seed=int(time.time()), faults=FAULTS)
         load = Load(self.settings, population, self.rate)
         tally = Tally()
         tally.startup = tally.began - self.began

@@ -74,9 +74,17 @@ class Population:
     from :meth:`due`, as moments started by :meth:`start_moment` and reactions to
     offers (:meth:`react`) fall due."""
 
-    def __init__(self, users: int, seed: int = 7, prefix: str = "user") -> None:
+    def __init__(
+        self, users: int, seed: int = 7, prefix: str = "user", faults: float = 0.0
+    ) -> None:
+        """``faults``: the share of events that producers get wrong, as they do in life:
+        half of them sent twice (a retry), half with a timestamp that has no offset (a
+        dead letter)."""
         if users < 1:
             raise ValueError("a population needs at least one user")
+        if not 0 <= faults <= 1:
+            raise ValueError("faults is a share between 0 and 1")
+        self.faults = faults
         self.rng = random.Random(seed)
         self.users = users
         self.prefix = prefix
@@ -300,13 +308,21 @@ class Population:
     def _at(
         self, at: float, number: int, topic: str, type_: str, properties: dict[str, Any]
     ) -> None:
-        envelope = {
+        envelope: dict[str, Any] = {
             "event_id": f"{self.run}-{next(self.ids)}",
             "user_id": self.user_id(number),
             "type": type_,
             "occurred_at": dt.datetime.fromtimestamp(at, dt.UTC).isoformat(timespec="milliseconds"),
             "properties": properties,
         }
+        self._push(at, topic, envelope)
+        if self.faults and self.rng.random() < self.faults:
+            if self.rng.random() < 0.5:
+                self._push(at + self.rng.uniform(0.1, 2), topic, envelope)  # a retry
+            else:  # a producer that forgot the offset
+                envelope["occurred_at"] = envelope["occurred_at"].removesuffix("+00:00")
+
+    def _push(self, at: float, topic: str, envelope: dict[str, Any]) -> None:
         heapq.heappush(self.pending, (at, next(self.ids), (topic, envelope)))
         if at <= self._horizon:
             self._soon += 1
