@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.deploy_support import metric_names_used
 from tests.scenarios import RULES
 from tests.worker_support import (
     WorkerProcess,
@@ -169,6 +170,9 @@ def test_a_running_worker_serves_every_metric_of_the_design_moving_with_its_work
     }
     assert set(lag) == {(name, str(p)) for name in INPUT_TOPICS for p in range(partitions)}
     assert sum(lag.values()) == 0, lag
+    # Everything the Grafana dashboard and the alert rules read is there.
+    missing = sorted(name for name in metric_names_used() if not samples.get(name))
+    assert not missing, f"the dashboard or alerts use metrics a worker does not serve: {missing}"
     # Labels stay bounded: no user or event id in any of them.
     ids = users | {line["event_id"] for line in expected_lines(events)}
     for name, series in samples.items():

@@ -53,6 +53,8 @@ USERS_TRACKED = Gauge("triggerstream_users_tracked", "Users with state on this w
 RULES_RELOADS = Counter(
     "triggerstream_rules_reloads", "Changes of the rules file, applied or refused.", ["result"]
 )
+for _result in ("applied", "refused"):  # exposed at 0 from the start, so rates and
+    RULES_RELOADS.labels(_result)  # alerts see the series before the first change
 READY = Gauge(
     "triggerstream_ready",
     "1 once the worker's partitions are assigned and its tables recovered, else 0.",
