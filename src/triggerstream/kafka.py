@@ -6,10 +6,12 @@ The commands of DESIGN.md section 9 are thin wrappers over these coroutines.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -171,6 +173,41 @@ async def produce(settings: Settings, messages: Iterable[tuple[str, bytes | None
     return sent
 
 
+@contextlib.asynccontextmanager
+async def reading(
+    settings: Settings, topics: Iterable[str], **options: Any
+) -> AsyncIterator[tuple[AIOKafkaConsumer, list[TopicPartition]]]:
+    """A consumer without a group, assigned every partition of ``topics`` (names on the
+    broker), and those partitions; stopped on leaving. A missing topic is an error that
+    says to create the topics."""
+    names = list(topics)
+    # The admin client asks for the topics' metadata; a fresh consumer's own view of the
+    # cluster may not include a topic it has not subscribed to yet.
+    async with Admin(settings) as admin:
+        partitions = await admin.topic_partitions()
+    missing = [name for name in names if not partitions.get(name)]
+    if missing:
+        raise KafkaUnavailable(
+            f"topic {', '.join(map(repr, missing))} does not exist on "
+            f"{settings.kafka_bootstrap}; "
+            "create the topics first with `triggerstream topics create`"
+        )
+    consumer = AIOKafkaConsumer(
+        **settings.kafka_options(), enable_auto_commit=False, group_id=None, **options
+    )
+    try:
+        await asyncio.wait_for(consumer.start(), settings.request_timeout)
+    except (KafkaError, OSError, TimeoutError) as error:
+        await consumer.stop()
+        raise unreachable(settings, error) from None
+    try:
+        assigned = [TopicPartition(name, p) for name in names for p in range(partitions[name])]
+        consumer.assign(assigned)
+        yield consumer, assigned
+    finally:
+        await consumer.stop()
+
+
 async def tail(
     settings: Settings,
     topic: str,
@@ -182,24 +219,7 @@ async def tail(
 
     Stops after ``max_records`` values, or when ``idle_timeout`` seconds pass without one.
     """
-    # The admin client asks for the topic's metadata; a fresh consumer's own view of the
-    # cluster may not include a topic it has not subscribed to yet.
-    async with Admin(settings) as admin:
-        partitions = (await admin.topic_partitions()).get(topic)
-    if not partitions:
-        raise KafkaUnavailable(
-            f"topic {topic!r} does not exist on {settings.kafka_bootstrap}; "
-            "create the topics first with `triggerstream topics create`"
-        )
-    consumer = AIOKafkaConsumer(**settings.kafka_options(), enable_auto_commit=False, group_id=None)
-    try:
-        await asyncio.wait_for(consumer.start(), settings.request_timeout)
-    except (KafkaError, OSError, TimeoutError) as error:
-        await consumer.stop()
-        raise unreachable(settings, error) from None
-    try:
-        assigned = [TopicPartition(topic, p) for p in range(partitions)]
-        consumer.assign(assigned)
+    async with reading(settings, [topic]) as (consumer, assigned):
         if from_beginning:
             await consumer.seek_to_beginning(*assigned)
         else:
@@ -218,5 +238,3 @@ async def tail(
                     last = time.monotonic()
                     if max_records is not None and seen >= max_records:
                         return
-    finally:
-        await consumer.stop()

@@ -11,10 +11,10 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from triggerstream.kafka import Admin, KafkaUnavailable, unreachable
+from triggerstream.kafka import reading, unreachable
 from triggerstream.records import CHANNEL_TOPICS
 from triggerstream.settings import Settings
 from triggerstream.simulation import Population
@@ -92,25 +92,7 @@ async def follow(
     """Hand every new record of ``topics`` (DESIGN names) to ``on_record(topic, value)``
     as it arrives, from now on, until ``stop`` is set. Reads without a consumer group."""
     names = {settings.topic(topic): topic for topic in topics}
-    async with Admin(settings) as admin:
-        partitions = await admin.topic_partitions()
-    missing = sorted(name for name in names if not partitions.get(name))
-    if missing:
-        raise KafkaUnavailable(
-            f"topics {', '.join(missing)} do not exist on {settings.kafka_bootstrap}; "
-            "create the topics first with `triggerstream topics create`"
-        )
-    consumer = AIOKafkaConsumer(
-        **settings.kafka_options(), enable_auto_commit=False, group_id=None, fetch_max_wait_ms=100
-    )
-    try:
-        await asyncio.wait_for(consumer.start(), settings.request_timeout)
-    except (KafkaError, OSError, TimeoutError) as error:
-        await consumer.stop()
-        raise unreachable(settings, error) from None
-    try:
-        assigned = [TopicPartition(name, p) for name in names for p in range(partitions[name])]
-        consumer.assign(assigned)
+    async with reading(settings, names, fetch_max_wait_ms=100) as (consumer, assigned):
         await consumer.seek_to_end(*assigned)
         while not stop.is_set():
             batches = await consumer.getmany(timeout_ms=200, max_records=1000)
@@ -118,8 +100,6 @@ async def follow(
                 for record in records:
                     if record.value is not None:
                         on_record(names[record.topic], orjson.loads(record.value))
-    finally:
-        await consumer.stop()
 
 
 def reacting(population: Population) -> Callable[[str, dict[str, Any]], None]:
