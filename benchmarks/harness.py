@@ -99,6 +99,20 @@ class Worker:
             time.sleep(0.05)
         raise SystemExit(f"the worker was not ready within {timeout}s; see {self.log_path}")
 
+    def cpu_seconds(self) -> float:
+        """User and system CPU seconds the worker process has used so far."""
+        assert self.process is not None
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def peak_rss_mib(self) -> float:
+        """The worker's peak resident memory so far (VmHWM)."""
+        assert self.process is not None
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
     def stop(self) -> None:
         assert self.process is not None
         self.process.send_signal(signal.SIGTERM)
