@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from importlib.metadata import version
 from pathlib import Path
@@ -98,6 +99,32 @@ class Worker:
                 raise SystemExit(f"the worker exited; see {self.log_path}")
             time.sleep(0.05)
         raise SystemExit(f"the worker was not ready within {timeout}s; see {self.log_path}")
+
+    def metric(self, name: str) -> float:
+        """The sum of a metric's samples on the worker's /metrics (0 if absent)."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        port = self.env["TRIGGERSTREAM_WEB_PORT"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as page:
+            text = page.read().decode()
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == name
+        )
+
+    def wait_processed(self, events: float, timeout: float = 3600) -> float:
+        """Seconds until the worker has processed ``events`` valid input events."""
+        began = time.monotonic()
+        while time.monotonic() - began < timeout:
+            if self.metric("triggerstream_events_total") >= events:
+                return time.monotonic() - began
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise SystemExit(f"the worker exited; see {self.log_path}")
+            time.sleep(0.2)
+        raise SystemExit(f"the worker did not process {events} events within {timeout}s")
 
     def cpu_seconds(self) -> float:
         """User and system CPU seconds the worker process has used so far."""
