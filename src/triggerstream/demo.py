@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import io
 import os
 import shutil
@@ -77,7 +78,6 @@ class Tally:
     """Seconds from the traffic's start to the first trigger seen."""
     triggers: Counter[tuple[str, str]] = field(default_factory=Counter)
     suppressions: Counter[str] = field(default_factory=Counter)
-    outcomes: Counter[str] = field(default_factory=Counter)
     conversions: int = 0
     revenue: Counter[str] = field(default_factory=Counter)
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=5000))
@@ -89,7 +89,7 @@ class Tally:
             if self.first_trigger_after is None:
                 self.first_trigger_after = time.monotonic() - self.began
             self.triggers[(value["rule_id"], value["channel"])] += 1
-            triggered = _epoch(value["triggered_at"])
+            triggered = dt.datetime.fromisoformat(value["triggered_at"]).timestamp()
             self.latencies.append(max(0.0, now - triggered))
             self.last.append(
                 (
@@ -101,7 +101,6 @@ class Tally:
                 )
             )
         elif topic == DECISIONS_TOPIC:
-            self.outcomes[value["outcome"]] += 1
             if value["outcome"] == "suppressed":
                 self.suppressions[value["reason"]] += 1
         elif topic == ATTRIBUTIONS_TOPIC:
@@ -112,12 +111,6 @@ class Tally:
         if len(self.latencies) < 2:
             return None
         return statistics.quantiles(self.latencies, n=1000)[int(quantile * 1000) - 1]
-
-
-def _epoch(stamp: str) -> float:
-    from datetime import datetime
-
-    return datetime.fromisoformat(stamp).timestamp()
 
 
 def render(tally: Tally, load: Load, where: dict[str, str], final: bool = False) -> Group:
