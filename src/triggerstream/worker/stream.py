@@ -135,6 +135,9 @@ class TriggerWorker:
         """Held while a message is processed: one writer of the tables at a time."""
         self.latest_event_at: dict[int, float] = {}
         self.ready = False
+        self.giving_back = False
+        """Set from giving back what was read (a rebalance or a stop) until the next
+        assignment is ready: whatever the agent still reads meanwhile is given back."""
         app.give_back = self._give_back
         metrics.CONSUMER_LAG.source = self.consumer_lag
         add_routes(self)
@@ -158,6 +161,10 @@ class TriggerWorker:
                 async with self.processing:
                     await self._on_tick(message)
                 event.ack()
+            elif self.giving_back:
+                # Read after the rest was given back (faust's stream had it in hand):
+                # given back too, or faust would wait for its acknowledgement forever.
+                self.app.consumer._unacked_messages.discard(message)  # type: ignore[attr-defined]
             else:
                 self._read(event)
                 await self._release(message.partition)
@@ -200,6 +207,7 @@ class TriggerWorker:
     def _give_back(self) -> None:
         """Drop what was read and not processed, unacknowledged (faust is about to wait
         for every message in hand: a rebalance or a stop)."""
+        self.giving_back = True  # until the next assignment is ready
         unacked = self.app.consumer._unacked_messages  # type: ignore[attr-defined]
         for event, _ in self.merge.clear():
             unacked.discard(event.message)
@@ -478,6 +486,7 @@ class TriggerWorker:
                     schedule.set(key.decode(), due)
         self.partitions = sorted(active)
         self.users_tracked = users
+        self.giving_back = False
         self.ready = True
         metrics.READY.set(1)
         metrics.USERS_TRACKED.set(users)
