@@ -9,7 +9,6 @@ import re
 import signal
 import subprocess
 import time
-import urllib.request
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -76,26 +75,6 @@ class WorkerProcess:
                 raise AssertionError(f"worker exited {self.process.returncode}:\n{self.log()}")
             time.sleep(0.2)
         raise AssertionError(f"worker not ready within {timeout}s:\n{self.log()[-5000:]}")
-
-    def processed(self) -> float:
-        """Valid input events the worker has processed, from its /metrics."""
-        url = f"http://127.0.0.1:{self.web_port}/metrics"
-        with urllib.request.urlopen(url, timeout=5) as page:
-            lines = page.read().decode().splitlines()
-        return sum(
-            float(line.rsplit(" ", 1)[1])
-            for line in lines
-            if line.startswith("triggerstream_events_total{")
-        )
-
-    def wait_processed(self, events: float, timeout: float = 120) -> None:
-        """Wait until the worker has processed ``events`` valid input events."""
-        deadline = time.monotonic() + timeout
-        while self.processed() < events:
-            assert self.process is not None
-            assert self.process.poll() is None, self.log()[-5000:]
-            assert time.monotonic() < deadline, f"{self.processed()} events after {timeout}s"
-            time.sleep(0.05)
 
     def stop(self, signum: int = signal.SIGTERM, timeout: float = 60) -> int:
         assert self.process is not None

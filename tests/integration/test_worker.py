@@ -153,7 +153,7 @@ def test_two_workers_share_the_partitions_and_one_takes_over_when_the_other_is_k
     workers += [first, second]
     first.wait_ready()
     second.wait_ready()
-    first.wait_processed(1)  # killed mid-stream: after its first event
+    wait_for_first_record(settings, DECISIONS_TOPIC)
     rebalances = len(second.ready_lines())
     first.kill()
     assert len(decisions(settings)) < len(expected["decisions"]), "killed too late to tell"
