@@ -712,7 +712,7 @@ def demo(
     from rich.console import Console
 
     from triggerstream.broker import BrokerNotAvailable
-    from triggerstream.demo import DemoError
+    from triggerstream.demo import DemoError, DemoOptions
     from triggerstream.demo import run as run_demo
     from triggerstream.rules.load import RulesError, load_rules
 
@@ -728,9 +728,8 @@ def demo(
     began = time.monotonic()
     console = Console(stderr=False)
     try:
-        tally = run_demo(
-            rules, users, rate, duration, port, web_port, keep, console, began, screenshot
-        )
+        options = DemoOptions(rules, users, rate, duration, port, web_port, keep, screenshot)
+        tally = run_demo(options, console, began)
     except (DemoError, BrokerNotAvailable, kafka.KafkaUnavailable) as error:
         fail(str(error), status=1)
         return

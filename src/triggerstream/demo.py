@@ -172,38 +172,36 @@ def render(tally: Tally, load: Load, where: dict[str, str], final: bool = False)
     return Group(Panel(header), figures, tables, last)
 
 
+@dataclass(frozen=True)
+class DemoOptions:
+    """What ``triggerstream demo`` was asked for."""
+
+    rules: Path | None
+    users: int
+    rate: float
+    duration: float | None
+    port: int
+    web_port: int
+    keep: Path | None
+    """Where the logs and RocksDB state go and stay (None: a temporary directory)."""
+    screenshot: Path | None
+
+
 class Demo:
     """The broker, topics, worker and traffic of one demo run."""
 
-    def __init__(
-        self,
-        rules: Path,
-        users: int,
-        rate: float,
-        duration: float | None,
-        port: int,
-        web_port: int,
-        folder: Path,
-        console: Console,
-        began: float,
-        screenshot: Path | None = None,
-    ) -> None:
+    def __init__(self, options: DemoOptions, folder: Path, console: Console, began: float) -> None:
+        self.options = options
+        self.rules = options.rules or packaged_rules()
         self.began = began
-        self.screenshot = screenshot
-        self.rules = rules
-        self.users = users
-        self.rate = rate
-        self.duration = duration
-        self.port = port
-        self.web_port = web_port
         self.folder = folder
         self.console = console
-        self.broker = EmbeddedBroker(port, folder / "broker.log")
-        self.settings = Settings(kafka_bootstrap=self.broker.bootstrap, web_port=web_port)
+        self.broker = EmbeddedBroker(options.port, folder / "broker.log")
+        self.settings = Settings(kafka_bootstrap=self.broker.bootstrap, web_port=options.web_port)
         self.worker: subprocess.Popen[bytes] | None = None
         self.where = {
             "broker": self.broker.bootstrap,
-            "metrics": f"http://127.0.0.1:{web_port}/metrics",
+            "metrics": f"http://127.0.0.1:{options.web_port}/metrics",
             "log": str(folder / "worker.log"),
         }
 
@@ -229,7 +227,7 @@ class Demo:
             TRIGGERSTREAM_KAFKA_BOOTSTRAP=self.broker.bootstrap,
             TRIGGERSTREAM_RULES=str(self.rules),
             TRIGGERSTREAM_DATA_DIR=str(self.folder / "data"),
-            TRIGGERSTREAM_WEB_PORT=str(self.web_port),
+            TRIGGERSTREAM_WEB_PORT=str(self.options.web_port),
             TRIGGERSTREAM_WEB_HOST="127.0.0.1",
             TRIGGERSTREAM_SESSION_TIMEOUT="10",
             # Tansu answers a fetch only when its wait is over: keep it short.
@@ -251,7 +249,7 @@ class Demo:
                     f"the worker exited with status {self.worker.returncode}; its log:\n"
                     + _tail(self.folder / "worker.log")
                 )
-            if _ready(self.web_port):
+            if _ready(self.options.web_port):
                 return
             time.sleep(0.2)
         raise DemoError(
@@ -264,8 +262,8 @@ class Demo:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
-        population = Population(self.users, seed=int(time.time()), faults=FAULTS)
-        load = Load(self.settings, population, self.rate)
+        population = Population(self.options.users, seed=int(time.time()), faults=FAULTS)
+        load = Load(self.settings, population, self.options.rate)
         tally = Tally()
         tally.startup = tally.began - self.began
         react = reacting(population)
@@ -277,7 +275,7 @@ class Demo:
         outputs = [*CHANNEL_TOPICS.values(), DECISIONS_TOPIC, ATTRIBUTIONS_TOPIC]
         following = asyncio.create_task(follow(self.settings, outputs, on_record, stop))
         await asyncio.sleep(0.5)  # the follower is at the end of its topics before traffic
-        producing = asyncio.create_task(load.run(stop, self.duration))
+        producing = asyncio.create_task(load.run(stop, self.options.duration))
         with Live(
             render(tally, load, self.where), console=self.console, refresh_per_second=4
         ) as live:
@@ -297,10 +295,10 @@ class Demo:
             await following
             final = render(tally, load, self.where, final=True)
             live.update(final)
-        if self.screenshot is not None:
+        if self.options.screenshot is not None:
             recorder = Console(record=True, width=110, file=io.StringIO())
             recorder.print(final)
-            recorder.save_svg(str(self.screenshot), title="triggerstream demo")
+            recorder.save_svg(str(self.options.screenshot), title="triggerstream demo")
         return tally
 
     def stop(self) -> None:
@@ -333,38 +331,14 @@ def _tail(path: Path, lines: int = 30) -> str:
         return "(no log)"
 
 
-def run(
-    rules: Path | None,
-    users: int,
-    rate: float,
-    duration: float | None,
-    port: int,
-    web_port: int,
-    keep: Path | None,
-    console: Console,
-    began: float,
-    screenshot: Path | None = None,
-) -> Tally:
-    """Run a demo; its files (logs, RocksDB) go to ``keep`` or a temporary directory
-    removed at the end."""
-    folder = keep or Path(tempfile.mkdtemp(prefix="triggerstream-demo-"))
+def run(options: DemoOptions, console: Console, began: float) -> Tally:
+    """Run a demo; its files (logs, RocksDB) go to ``options.keep`` or a temporary
+    directory removed at the end."""
+    folder = options.keep or Path(tempfile.mkdtemp(prefix="triggerstream-demo-"))
     folder.mkdir(parents=True, exist_ok=True)
     try:
-        demo = Demo(
-            rules or packaged_rules(),
-            users,
-            rate,
-            duration,
-            port,
-            web_port,
-            folder,
-            console,
-            began,
-            screenshot,
-        )
-        tally = demo.run()
+        return Demo(options, folder, console, began).run()
     finally:
-        if keep is None:
+        if options.keep is None:
             with contextlib.suppress(OSError):
                 shutil.rmtree(folder)
-    return tally
