@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import contextlib
+from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.transport.producer import ProducerBuffer
+from faust.types import TP
 
 from triggerstream.settings import Settings
 
@@ -62,10 +66,121 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         consumer._fetch_max_wait_ms = int(cast(WorkerApp, self.app).fetch_max_wait * 1000)
         return consumer
 
+    async def seek_to_committed(self) -> Mapping[TP, int]:
+        return cast(Mapping[TP, int], await self.call_thread(self._seek_to_committed))
+
+    async def _seek_to_committed(self) -> dict[TP, int | None]:
+        """Every input partition back to where reading must start: its committed
+        offset, or the start of the log when nothing was ever committed.
+
+        aiokafka's own ``seek_to_committed`` leaves a partition whose committed offset
+        is missing (or 0) wherever its fetch position was. faust seeks to committed
+        offsets after every rebalance and whenever a fetch came back while flow was
+        stopped; messages fetched before that and given back were then never read
+        again while the worker kept the partition: lost, and the event-time merge
+        waited for ever on an input it knew had unread messages (the worker stalled).
+        Changelog partitions keep aiokafka's behaviour: faust's recovery places them.
+        """
+        consumer = self._ensure_consumer()
+        is_changelog = cast(_Consumer, self.consumer)._is_changelog_tp
+        committed: dict[TP, int | None] = {}
+        never_committed = []
+        for tp in consumer.assignment():
+            offset = await consumer.committed(tp)
+            committed[tp] = offset
+            if is_changelog(tp):
+                if offset:
+                    consumer.seek(tp, offset)
+            elif offset is None:
+                never_committed.append(tp)
+            else:
+                consumer.seek(tp, offset)
+        starts = dict(committed)
+        if never_committed:
+            beginnings = await consumer.beginning_offsets(never_committed)
+            for tp, offset in beginnings.items():
+                consumer.seek(tp, offset)
+                starts[tp] = offset
+        inputs = [tp for tp in consumer.assignment() if not is_changelog(tp)]
+        ends = await consumer.end_offsets(inputs) if inputs else {}
+        faust_consumer = cast(_Consumer, self.consumer)
+        faust_consumer.reading_starts = {
+            TP(tp.topic, tp.partition): offset
+            for tp, offset in starts.items()
+            if offset is not None and not is_changelog(tp)
+        }
+        faust_consumer.reading_ends = {TP(tp.topic, tp.partition): end for tp, end in ends.items()}
+        return committed
+
 
 class _Consumer(faust_aiokafka.Consumer):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.reading_starts: dict[TP, int] = {}
+        """Per input partition: the offset reading started from after the last seek
+        (the committed offset, or the start of the log)."""
+        self.reading_ends: dict[TP, int] = {}
+        """Per input partition: its end at the last seek, asked of the broker: known
+        before any fetch has answered (a fetch tells the highwater)."""
+
     def _new_consumer_thread(self) -> _ConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+
+class _Producer(faust_aiokafka.Producer):
+    """faust's producer with every topic it sends to kept in its metadata.
+
+    aiokafka's client refreshes metadata only for the topics it tracks, and a send to
+    a topic its metadata already holds (a refresh asks for every topic while none is
+    tracked) does not track it. Once some topic is tracked (the first send to a topic
+    created after the producer started: a changelog), a refresh forgets the others; a
+    record already queued for one of them then has no leader and waits for ever, and
+    so did the worker waiting for its acknowledgement (seen: the agent stuck on a
+    decision's delivery, faust's commit stuck on the producer's flush)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.handing_over = 0
+        """Messages taken from faust's buffer (table changelog writes) and not yet
+        handed to aiokafka."""
+        buffer = cast(ProducerBuffer, self.buffer)
+        send_pending = buffer._send_pending
+
+        async def counted_send_pending(message: Any) -> None:
+            self.handing_over += 1
+            try:
+                await send_pending(message)
+            finally:
+                self.handing_over -= 1
+
+        buffer._send_pending = counted_send_pending  # type: ignore[method-assign,assignment]
+
+    async def flush(self) -> None:
+        """Wait until every message sent so far is acknowledged, table changelog
+        writes included. faust commits offsets after this; its own flush gives up on
+        the buffer of changelog writes when one takes more than 0.1 s to hand over, so
+        offsets were committed for messages whose state never reached the changelog,
+        and after a SIGKILL their effects were lost (seen: a detractor's NPS missing
+        from the state the survivor recovered, and offers it should have held back)."""
+        buffer = cast(ProducerBuffer, self.buffer)
+        while buffer.size or self.handing_over:
+            buffer.message_sent.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(buffer.message_sent.wait(), timeout=0.1)
+        await super().flush()
+
+    def _new_producer(self, transactional_id: str | None = None) -> Any:
+        producer = super()._new_producer(transactional_id)
+        client = producer.client
+        wait_on_metadata = client._wait_on_metadata
+
+        async def track_and_wait_on_metadata(topic: str) -> Any:
+            if topic not in client._topics:
+                client.add_topic(topic)
+            return await wait_on_metadata(topic)
+
+        client._wait_on_metadata = track_and_wait_on_metadata
+        return producer
 
 
 class WorkerApp(faust.App):
@@ -82,6 +197,7 @@ class WorkerApp(faust.App):
     def _new_transport(self) -> Any:
         transport = super()._new_transport()
         transport.Consumer = _Consumer  # type: ignore[misc]
+        transport.Producer = _Producer  # type: ignore[misc]
         return transport
 
     async def _consumer_wait_empty(self, consumer: Any, logger: Any) -> None:

@@ -14,6 +14,7 @@ from triggerstream.records import (
 )
 from triggerstream.settings import Settings
 from triggerstream.topics import TIMER_TICKS_TOPIC
+from triggerstream.worker.app import TABLES, app_id
 
 CO_PARTITIONED = (*INPUT_TOPICS, TIMER_TICKS_TOPIC)
 """Topics a user's messages must all land on the same partition number of."""
@@ -58,7 +59,23 @@ async def check_topics(settings: Settings) -> Layout:
             f"{listed}. Add partitions to the smaller ones (kafka-topics.sh --alter "
             "--partitions N) or recreate them all with one TRIGGERSTREAM_PARTITIONS"
         )
+    partitions = next(iter(counts.values()))
+    changelogs = {
+        f"{app_id(settings)}-{table}-changelog": existing.get(
+            f"{app_id(settings)}-{table}-changelog"
+        )
+        for table in TABLES
+    }
+    wrong = {name: count for name, count in changelogs.items() if count not in (None, partitions)}
+    if wrong:
+        listed = ", ".join(f"{name} {count}" for name, count in wrong.items())
+        raise TopicsNotReady(
+            f"the worker's state changelogs must have as many partitions as the input topics "
+            f"({partitions}); found {listed}. They were made for another partition count: "
+            "delete them (the state is rebuilt from the input topics only if those still hold "
+            "all events) or recreate the input topics with the old count"
+        )
     replicas = settings.replication_factor
     if replicas == -1:
         replicas = min(3, brokers)
-    return Layout(partitions=next(iter(counts.values())), replicas=replicas)
+    return Layout(partitions=partitions, replicas=replicas)

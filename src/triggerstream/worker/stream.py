@@ -91,7 +91,7 @@ class TriggerWorker:
         table_options = rocksdb_options(settings, layout.partitions)
 
         def table(name: str, meaning: str) -> faust.types.TableT[bytes, bytes]:
-            return app.Table(
+            created = app.Table(
                 name,
                 key_type=bytes,
                 value_type=bytes,
@@ -99,6 +99,17 @@ class TriggerWorker:
                 options=dict(table_options),  # faust's store takes keys out of it
                 help=meaning,
             )
+            # faust checks co-partitioning on a table's first write from each topic,
+            # against the consumer's metadata, which can still show a changelog created
+            # moments ago with 0 partitions: the agent crashed with the message in hand
+            # (seen on Apache Kafka). The preflight checks it on the broker instead.
+            created._verified_source_topics_for_partitions.update(  # type: ignore[attr-defined]
+                (
+                    *(settings.topic(name) for name in INPUT_TOPICS),
+                    settings.topic(TIMER_TICKS_TOPIC),
+                )
+            )
+            return created
 
         self.users = table("users", "UserState of each user, as bytes.")
         self.copurchase_table = table(
@@ -235,23 +246,33 @@ class TriggerWorker:
                     continue
                 done = self.processed_offset.get((topic, partition))
                 if done is None:
-                    done = self._committed((topic, partition))
+                    done = self._reading_start((topic, partition))
                 lag[(name, partition)] = max(0, highwater - done)
         return lag
 
-    def _committed(self, tp: tuple[str, int]) -> int:
-        """Where reading starts after an assignment: the committed offset (faust keeps
-        it; its absence means the start of the partition)."""
-        return self.app.consumer._committed_offset.get(TP(*tp)) or 0  # type: ignore[attr-defined]
+    def _reading_start(self, tp: tuple[str, int]) -> int:
+        """Where reading started after the last assignment: the committed offset, or
+        the start of the log (0 until the consumer has sought)."""
+        starts: dict[TP, int] = self.app.consumer.reading_starts  # type: ignore[attr-defined]
+        return starts.get(TP(*tp), 0)
+
+    def _end(self, tp: tuple[str, int]) -> int | None:
+        """The end of an input topic partition as the consumer last heard it: from its
+        last fetch, or before any fetch answered, from the broker when it was sought
+        (else an input not fetched yet after a rebalance let the others go first)."""
+        consumer: Any = self.app.consumer
+        highwater: int | None = consumer.highwater(TP(*tp))
+        if highwater is None:
+            highwater = consumer.reading_ends.get(TP(*tp))
+        return highwater
 
     def _end_unknown(self, tp: tuple[str, int]) -> bool:
-        return self.app.consumer.highwater(TP(*tp)) is None
+        return self._end(tp) is None
 
     def _read_to_end(self, tp: tuple[str, int]) -> bool:
         """Whether every message of the input topic partition up to its end (as the
         consumer last heard it) has been read by the agent."""
-        consumer = self.app.consumer
-        highwater = consumer.highwater(TP(*tp))
+        highwater = self._end(tp)
         if highwater is None:
             return False
         read = self.read_offset.get(tp)
@@ -259,7 +280,7 @@ class TriggerWorker:
             # Nothing read since the partition was assigned. The consumer's own position
             # would not do: it runs ahead, over messages fetched but not yet handed to
             # the agent.
-            read = self._committed(tp)
+            read = self._reading_start(tp)
         return bool(read >= highwater)
 
     async def _on_event(self, message: Any, decoded: Event | InvalidEvent) -> None:
@@ -459,6 +480,12 @@ class TriggerWorker:
         """Partitions settled and tables recovered: rebuild the co-purchase counts and
         the timer schedule of the partitions this worker now owns."""
         began = time.perf_counter()
+        # faust resumes the input partitions and only then seeks them to their committed
+        # offsets; in between, its fetcher hands out what it had fetched before the
+        # rebalance, past messages given back. Processed, those would make the ones
+        # before them look already processed when read again. Sought now, while the
+        # partitions are still paused, nothing stale is left to hand out.
+        await self.app.consumer.perform_seek()
         active = {
             tp.partition
             for tp in self.app.assignor.assigned_actives()
