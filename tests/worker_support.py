@@ -9,11 +9,13 @@ import re
 import signal
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import orjson
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import TRIGGERSTREAM, free_port, run_cli
 from tests.scenarios import RULES
@@ -75,6 +77,29 @@ class WorkerProcess:
                 raise AssertionError(f"worker exited {self.process.returncode}:\n{self.log()}")
             time.sleep(0.2)
         raise AssertionError(f"worker not ready within {timeout}s:\n{self.log()[-5000:]}")
+
+    def processed(self) -> float:
+        """Input events the worker has processed, as its /metrics says."""
+        url = f"http://127.0.0.1:{self.web_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as page:
+            text = page.read().decode()
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == "triggerstream_events_total"
+        )
+
+    def wait_processed(self, events: float = 1, timeout: float = 120) -> float:
+        """Wait until the worker has processed at least ``events``; how many it has."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            done = self.processed()
+            if done >= events:
+                return done
+            time.sleep(0.05)
+        done = self.processed()
+        raise AssertionError(f"{done:.0f} events after {timeout}s:\n{self.log()[-5000:]}")
 
     def stop(self, signum: int = signal.SIGTERM, timeout: float = 60) -> int:
         assert self.process is not None

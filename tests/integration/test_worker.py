@@ -153,7 +153,9 @@ def test_two_workers_share_the_partitions_and_one_takes_over_when_the_other_is_k
     workers += [first, second]
     first.wait_ready()
     second.wait_ready()
-    wait_for_first_record(settings, DECISIONS_TOPIC)
+    # Killed once it has begun: processed events whose offsets it may not have
+    # committed, partitions it read in part.
+    first.wait_processed(1)
     rebalances = len(second.ready_lines())
     first.kill()
     assert len(decisions(settings)) < len(expected["decisions"]), "killed too late to tell"
@@ -177,6 +179,29 @@ def test_two_workers_share_the_partitions_and_one_takes_over_when_the_other_is_k
     assert all(len(set(copies)) == 1 for copies in by_id.values()), "a repeat that differs"
     sent = {t["trigger_id"] for t in triggers(settings)}
     assert sent == {t["trigger_id"] for t in expected["triggers"]}
+    assert second.stop(signal.SIGTERM) == 0
+
+
+def test_a_worker_that_joins_takes_over_partitions_begun_by_the_first(
+    settings: Settings, cli_env: dict[str, str], tmp_path: Path, workers: list[WorkerProcess]
+) -> None:
+    """Scaling out in the middle of a backlog: the newcomer is given partitions the
+    first worker has read in part (some messages processed, some read and given back,
+    offsets committed or not). Both finish, and together they decide what replay
+    decides, each decision once."""
+    expected = traffic_backlog(cli_env, tmp_path)
+    first = WorkerProcess(cli_env, RULES, tmp_path, "w1").start()
+    workers.append(first)
+    first.wait_ready()
+    first.wait_processed(200)
+    second = WorkerProcess(cli_env, RULES, tmp_path, "w2").start()
+    workers.append(second)
+    second.wait_ready()
+    assert first.processed() < 30_000, "joined too late to tell"
+    first.wait_ready(count=2)  # gave half of its partitions to the second
+    assert_same_outcome_as_replay(settings, expected)
+    assert second.processed() > 0, "the second worker was given nothing left to do"
+    assert first.stop(signal.SIGTERM) == 0
     assert second.stop(signal.SIGTERM) == 0
 
 
@@ -377,6 +402,23 @@ def test_the_worker_refuses_input_topics_with_unequal_partitions(
     assert "equal partition counts" in result.stderr
     assert f"{settings.topic('purchase-events')} 6" in result.stderr
     assert f"{settings.topic('usage-events')} 4" in result.stderr
+
+
+def test_the_worker_refuses_state_changelogs_made_for_another_partition_count(
+    settings: Settings, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    create_topics(cli_env)  # 8 partitions
+    ticks = next(spec for spec in load_topics() if spec.name == "timer-ticks")
+    users_changelog = ticks.model_copy(update={"name": "triggerstream-users-changelog"})
+    asyncio.run(
+        kafka.create_topics(settings.model_copy(update={"partitions": 3}), [users_changelog])
+    )
+    result = run_cli(
+        "worker", "--rules", str(RULES), "--data-dir", str(tmp_path / "d"), env=cli_env
+    )
+    assert result.returncode == 2
+    assert f"{settings.topic('triggerstream-users-changelog')} 3" in result.stderr
+    assert "as many partitions as the input topics (8)" in result.stderr
 
 
 def test_the_worker_refuses_an_invalid_rules_file(cli_env: dict[str, str], tmp_path: Path) -> None:
