@@ -182,6 +182,7 @@ def test_two_workers_share_the_partitions_and_one_takes_over_when_the_other_is_k
     assert second.stop(signal.SIGTERM) == 0
 
 
+@pytest.mark.apache_only
 def test_a_worker_that_joins_takes_over_partitions_begun_by_the_first(
     settings: Settings, cli_env: dict[str, str], tmp_path: Path, workers: list[WorkerProcess]
 ) -> None:
