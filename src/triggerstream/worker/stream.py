@@ -1,20 +1,23 @@
 """The stream worker: the engine's pure core on Kafka (DESIGN.md sections 2 to 10).
 
-One faust agent reads the five input topics and the worker's own ``timer-ticks`` topic,
-one message at a time (concurrency 1: with more, faust-streaming can commit past an
-unprocessed message, issue 606). For an input message it validates the raw bytes, loads
-the user's state from the ``users`` table (RocksDB, changelog on the broker), hands both
-to :meth:`Engine.handle` (the call replay makes), sends what came out, and only then
-stores the state back: after a crash, an event whose outputs were not all acknowledged
-is processed again (same trigger ids), and one whose state was stored is recognised by
-its id and dropped. Invalid input goes to ``events.dlq`` with its bytes and changes
-nothing.
+The worker reads the five input topics and its own ``timer-ticks`` topic in batches:
+the consumer hands over every input message of a fetch at once (no faust agent: its
+per-message path cost more than the work). Each message is validated from its raw
+bytes and queued in its partition's event-time order; what may go is processed as one
+batch (:mod:`triggerstream.worker.batch`): each user's state is loaded from the
+``users`` table (RocksDB, changelog on the broker) once, every event goes through
+:meth:`Engine.handle` (the call replay makes), every record made is sent, and only once
+the broker has them all is each changed state stored back, then the input offsets
+acknowledged. After a crash, an event whose outputs were not all acknowledged is
+processed again (same trigger ids), and one whose state was stored is recognised by
+its offset or id and dropped. Invalid input goes to ``events.dlq`` with its bytes and
+changes nothing. One batch at a time: one writer of the tables.
 
 Timers (deadline, inactivity, delay) live in each user's state. The worker keeps an
 index of when each user's next one falls due (:class:`TimerSchedule` per partition,
 rebuilt from the table after every rebalance) and, once a timer falls due on the wall
 clock, sends the user a tick on ``timer-ticks`` (same partition as the user's state), so
-the firing happens inside the agent like any event: one writer per user, changelogged,
+the firing happens in a batch like any event: one writer per user, changelogged,
 never twice.
 
 The wall clock rules a partition only once the worker has caught up with it (or is
@@ -27,19 +30,18 @@ an older event of the same user still waiting in the partition.
 from __future__ import annotations
 
 import asyncio
+import copy
 import datetime as dt
 import logging
 import time
-import weakref
 from collections.abc import Awaitable, Iterator
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import faust
 import orjson
 from aiokafka.errors import KafkaError
-from faust.streams import _current_event
-from faust.types import TP
+from faust.types import TP, Message
 
 from triggerstream.core.engine import Engine, Step
 from triggerstream.core.recommend import CoPurchaseCounts
@@ -58,6 +60,7 @@ from triggerstream.settings import Settings
 from triggerstream.topics import TIMER_TICKS_TOPIC
 from triggerstream.worker import metrics
 from triggerstream.worker.app import build_app, rocksdb_options
+from triggerstream.worker.batch import Batch, Redo, TouchedUser
 from triggerstream.worker.merge import FIRST, EventTimeMerge
 from triggerstream.worker.preflight import OUTPUTS, Layout
 from triggerstream.worker.schedule import TimerSchedule
@@ -71,7 +74,7 @@ LIVE_WINDOW = 60.0
 """A partition whose latest event occurred less than this long ago is read live: its
 timers follow the wall clock even if a few events are still queued."""
 MAX_WAIT = 0.5
-"""Seconds the consumer must have had nothing for the agent before read messages stop
+"""Seconds the consumer must have had nothing for the worker before read messages stop
 waiting for an input of their partition whose end is not known yet (event-time order)."""
 RULES_CHECK_INTERVAL = 2.0
 """Seconds between two looks at the rules file for a change."""
@@ -80,7 +83,7 @@ SEND_RETRY = 1.0
 
 
 class TriggerWorker:
-    """The faust app with its agent, tables and timers, around one rules file."""
+    """The faust app with its tables and timers, around one rules file."""
 
     def __init__(self, settings: Settings, rules_path: Path, layout: Layout) -> None:
         self.settings = settings
@@ -137,22 +140,26 @@ class TriggerWorker:
         self.partitions: list[int] = []
         """The partitions this worker owns, once ready."""
         self.users_tracked = 0
-        self.merge: EventTimeMerge[tuple[faust.types.EventT[bytes], Event | InvalidEvent]] = (
-            EventTimeMerge(list(self.design_name))
+        self.merge: EventTimeMerge[tuple[Message, Event | InvalidEvent]] = EventTimeMerge(
+            list(self.design_name)
         )
         self.idle_since: float | None = time.monotonic()
-        """Since when the agent has been waiting for a message (None: it is busy)."""
+        """Since when the worker has been waiting for a message (None: it is busy)."""
         self.processing = asyncio.Lock()
         """Held while a message is processed: one writer of the tables at a time."""
         self.latest_event_at: dict[int, float] = {}
         self.ready = False
         self.giving_back = False
         """Set from giving back what was read (a rebalance or a stop) until the next
-        assignment is ready: whatever the agent still reads meanwhile is given back."""
+        assignment is ready: whatever the consumer still hands over meanwhile is given back."""
         app.give_back = self._give_back
         metrics.CONSUMER_LAG.source = self.consumer_lag
         add_routes(self)
-        app.agent(source, name="triggerstream.events", concurrency=1)(self._consume)
+        # The inputs are not read by a faust agent: the consumer hands every fetch of
+        # them to the worker as one batch (app._Consumer._drain_messages).
+        app.topics.add(source)
+        app.batch_topics = frozenset(source.topics)
+        app.take_batch = self._take
         app.timer(WAKE_INTERVAL, name="triggerstream.wake_due_users")(self._wake_due_users)
         app.timer(MAX_WAIT / 4, name="triggerstream.release_waiting")(self._release_waiting)
         app.timer(RULES_CHECK_INTERVAL, name="triggerstream.watch_rules")(self._watch_rules)
@@ -160,30 +167,35 @@ class TriggerWorker:
         app.on_rebalance_complete.connect(self._on_rebalance_complete)  # type: ignore[arg-type]
         app.on_partitions_revoked.connect(self._on_partitions_revoked)  # type: ignore[arg-type]
 
-    # --- the agent -------------------------------------------------------------------
+    # --- input ----------------------------------------------------------------------
 
-    async def _consume(self, stream: faust.StreamT[bytes]) -> None:
-        # Acknowledged by hand: an input message is acknowledged (and its offset becomes
-        # committable) only once processed, which may be after later ones were read.
-        async for event in cast(faust.Stream[bytes], stream).noack().events():
-            self.idle_since = None
-            message = event.message
+    async def _take(self, messages: list[Message]) -> None:
+        """Every input message of one fetch, handed over by the consumer
+        (``app.take_batch``), in offset order per topic partition."""
+        if self.giving_back:
+            # Fetched after the rest was given back (a rebalance or a stop is under
+            # way): not taken; whoever owns the partition next reads them again.
+            return
+        self.idle_since = None
+        unacked = self.app.consumer._unacked_messages  # type: ignore[attr-defined]
+        ticks = []
+        partitions = set()
+        for message in messages:
+            # Unacknowledged until processed: faust waits for these before a
+            # rebalance or a stop, and commits no offset past them.
+            unacked.add(message)
             if message.topic == self.ticks_topic:
-                async with self.processing:
-                    await self._on_tick(message)
-                event.ack()
-            elif self.giving_back:
-                # Read after the rest was given back (faust's stream had it in hand):
-                # given back too, or faust would wait for its acknowledgement forever.
-                self.app.consumer._unacked_messages.discard(message)  # type: ignore[attr-defined]
+                ticks.append(message)
             else:
-                self._read(event)
-                await self._release(message.partition)
+                self._read(message)
+                partitions.add(message.partition)
+        try:
+            await self._release(partitions, ticks)
+        finally:
             self.idle_since = time.monotonic()
 
-    def _read(self, event: faust.types.EventT[bytes]) -> None:
+    def _read(self, message: Message) -> None:
         """Validate a message and queue it in its partition's event-time order."""
-        message = event.message
         topic = self.design_name[message.topic]
         decoded: Event | InvalidEvent
         try:
@@ -193,45 +205,65 @@ class TriggerWorker:
         except InvalidEvent as error:
             decoded, at = error, FIRST
         self.read_offset[(message.topic, message.partition)] = message.offset + 1
-        self.merge.add(message.topic, message.partition, at, (event, decoded))
+        self.merge.add(message.topic, message.partition, at, (message, decoded))
 
-    async def _release(self, partition: int, idle: bool = False) -> None:
-        """Process the partition's queued messages that may go now."""
+    async def _release(
+        self, partitions: set[int], ticks: list[Message] | None = None, idle: bool = False
+    ) -> None:
+        """Process, as one batch, the queued messages of ``partitions`` that may go now,
+        then the timer ticks."""
 
         def nothing_earlier(tp: tuple[str, int]) -> bool:
             return self._read_to_end(tp) or (idle and self._end_unknown(tp))
 
         async with self.processing:
-            released = self.merge.release(partition, nothing_earlier)
-            for event, decoded in released:
-                # Tables write to the partition of faust's "current event": the message
-                # being processed, which is no longer the one the stream last yielded.
-                token = _current_event.set(weakref.ref(event))
-                try:
-                    await self._on_event(event.message, decoded)
-                finally:
-                    _current_event.reset(token)
-                event.ack()
-                message = event.message
-                self.processed_offset[(message.topic, message.partition)] = message.offset + 1
+            batch = Batch()
+            began = time.perf_counter()
+            for partition in sorted(partitions):
+                for message, decoded in self.merge.release(partition, nothing_earlier):
+                    await self._on_event(batch, message, decoded)
+            for message in ticks or ():
+                await self._on_tick(batch, message)
+            await self._complete(batch)
+            if batch.messages:
+                share = (time.perf_counter() - began) / len(batch.messages)
+                for _ in batch.messages:
+                    metrics.EVENT_PROCESSING.observe(share)
+
+    async def _complete(self, batch: Batch) -> None:
+        """Once every record the batch sent is acknowledged, store the state of each
+        user it changed, then acknowledge its input messages (their offsets become
+        committable): a crash before the end costs a redelivery, never an effect."""
+        for delivery in batch.deliveries:
+            await delivery
+        for key, user in batch.users.items():
+            if user.changed:
+                self._store(key, user)
+        for partition, skus in batch.purchased.items():
+            self._store_copurchases(partition, skus)
+        ack = self.app.consumer.ack
+        for message in batch.messages:
+            ack(message)
+            self.processed_offset[(message.topic, message.partition)] = message.offset + 1
 
     def _give_back(self) -> None:
         """Drop what was read and not processed, unacknowledged (faust is about to wait
         for every message in hand: a rebalance or a stop)."""
         self.giving_back = True  # until the next assignment is ready
         unacked = self.app.consumer._unacked_messages  # type: ignore[attr-defined]
-        for event, _ in self.merge.clear():
-            unacked.discard(event.message)
+        for message, _ in self.merge.clear():
+            unacked.discard(message)
 
     async def _release_waiting(self) -> None:
-        """Once the consumer has had nothing for the agent for a while, an input the
+        """Once the consumer has had nothing for the worker for a while, an input the
         consumer knows nothing about yet (no fetch answered) stops holding the others
         back. An input known to have unread messages always does: they will come."""
         idle = self.idle_since
         if idle is None or time.monotonic() - idle < MAX_WAIT:
             return
-        for partition in self.merge.partitions():
-            await self._release(partition, idle=True)
+        waiting = self.merge.partitions()
+        if waiting:
+            await self._release(waiting, idle=True)
 
     def consumer_lag(self) -> dict[tuple[str, int], int]:
         """Per input topic (its DESIGN name) and partition owned: the messages on the
@@ -271,7 +303,7 @@ class TriggerWorker:
 
     def _read_to_end(self, tp: tuple[str, int]) -> bool:
         """Whether every message of the input topic partition up to its end (as the
-        consumer last heard it) has been read by the agent."""
+        consumer last heard it) has been read by the worker."""
         highwater = self._end(tp)
         if highwater is None:
             return False
@@ -279,61 +311,74 @@ class TriggerWorker:
         if read is None:
             # Nothing read since the partition was assigned. The consumer's own position
             # would not do: it runs ahead, over messages fetched but not yet handed to
-            # the agent.
+            # the worker.
             read = self._reading_start(tp)
         return bool(read >= highwater)
 
-    async def _on_event(self, message: Any, decoded: Event | InvalidEvent) -> None:
-        began = time.perf_counter()
+    # --- one event, one tick ---------------------------------------------------------
+
+    async def _on_event(
+        self, batch: Batch, message: Message, decoded: Event | InvalidEvent
+    ) -> None:
+        batch.messages.append(message)
         topic = self.design_name[message.topic]
         if isinstance(decoded, InvalidEvent):
             metrics.EVENTS_INVALID.labels(topic, decoded.code).inc()
-            await self._dead_letter(message, decoded.code, decoded.reason)
+            await self._dead_letter(batch, message, decoded.code, decoded.reason)
             return
         event = decoded
         metrics.EVENTS.labels(topic, event.type).inc()
-        user = event.user_id
-        key = user.encode()
+        key = event.user_id.encode()
         partition: int = message.partition
-        engine = self._engine(partition)
+        user: TouchedUser | None = None
         try:
-            state = self._load(key)
+            user = self._user(batch, partition, key)
+            state = user.state
             if state is not None and _already_processed(state, topic, message):
                 metrics.EVENTS_DUPLICATE.inc()
                 return
-            step = engine.handle(user, state, event)
+            step = self._engine(partition).handle(event.user_id, state, event)
         except Exception as error:  # a bug must cost one event, never the worker
             log.exception("the engine failed on %s offset %s", message.topic, message.offset)
+            if user is not None:
+                self._redo(key, user)
             metrics.EVENTS_INVALID.labels(topic, "internal_error").inc()
-            await self._dead_letter(message, "internal_error", f"the engine failed: {error!r}")
+            await self._dead_letter(
+                batch, message, "internal_error", f"the engine failed: {error!r}"
+            )
             return
         if step.duplicate:
             metrics.EVENTS_DUPLICATE.inc()
             return
         if step.state is not None:
-            step.state.processed[topic] = [message.partition, message.offset]
-        await self._send_step(key, step)
-        self._store(partition, key, step.state, new=state is None)
+            step.state.processed[topic] = [partition, message.offset]
+        user.state = step.state
+        user.changed = True
+        user.done.append(Redo(topic, message, event))
+        await self._send_step(batch, key, step)
         if event.qualified_type == "purchase.order_completed":
-            self._store_copurchases(partition, event.properties.items)  # type: ignore[union-attr]
-        metrics.EVENT_PROCESSING.observe(time.perf_counter() - began)
+            items = event.properties.items  # type: ignore[union-attr]
+            batch.purchased.setdefault(partition, set()).update(item.sku for item in items)
 
-    async def _on_tick(self, message: Any) -> None:
-        key: bytes = message.key
+    async def _on_tick(self, batch: Batch, message: Message) -> None:
+        batch.messages.append(message)
+        key: bytes = message.key  # type: ignore[assignment]
         partition: int = message.partition
-        user = key.decode()
-        state = self._load(key)
-        if state is None:
-            self._schedule(partition).set(user, None)  # erased meanwhile
+        user_id = key.decode()
+        user = self._user(batch, partition, key)
+        if user.state is None:
+            self._schedule(partition).set(user_id, None)  # erased meanwhile
             return
         engine = self._engine(partition)
         now = time.time()
-        if engine.has_due(state, now):
-            step = engine.fire_due(user, state, now)
-            await self._send_step(key, step)
-            self._store(partition, key, step.state)
-        else:
-            self._schedule(partition).set(user, engine.next_due(state))
+        if engine.has_due(user.state, now):
+            step = engine.fire_due(user_id, user.state, now)
+            user.state = step.state
+            user.changed = True
+            user.done.append(Redo(None, message, None, now))
+            await self._send_step(batch, key, step)
+        elif not user.changed:
+            self._schedule(partition).set(user_id, engine.next_due(user.state))
 
     # --- state -----------------------------------------------------------------------
 
@@ -347,52 +392,90 @@ class TriggerWorker:
     def _schedule(self, partition: int) -> TimerSchedule:
         return self.schedules.setdefault(partition, TimerSchedule())
 
-    def _load(self, key: bytes) -> UserState | None:
-        raw = self.users.get(key)
-        return None if raw is None else UserState.from_bytes(raw)
+    def _database(self, partition: int) -> Any:
+        """The RocksDB database of the users table for one partition. Read and written
+        directly: faust's table layer around it (its current-event lookups, key index
+        and per-write changelog record) cost more than the engine, and a batch writes
+        each user once."""
+        return self.users.data._db_for_partition(partition)  # type: ignore[attr-defined]
 
-    def _store(
-        self, partition: int, key: bytes, state: UserState | None, new: bool = False
-    ) -> None:
-        user = key.decode()
-        if state is None:  # erased: a tombstone goes to the changelog
-            if key in self.users:
-                del self.users[key]
+    def _user(self, batch: Batch, partition: int, key: bytes) -> TouchedUser:
+        """The user's state as this batch has it, loaded from the store the first time."""
+        user = batch.users.get(key)
+        if user is None:
+            stored = self._database(partition).get(key)
+            state = None if stored is None else UserState.from_bytes(stored)
+            user = batch.users[key] = TouchedUser(partition, stored, state)
+        return user
+
+    def _redo(self, key: bytes, user: TouchedUser) -> None:
+        """The user's state back to before a step that failed half-way: the stored state
+        with the batch's earlier steps of the user applied again (the engine is a pure
+        function of state and input; their records were sent already)."""
+        user_id = key.decode()
+        # Its own copy of the co-purchase counts: the batch's orders are in them already.
+        counts = copy.deepcopy(self._engine(user.partition).copurchases)
+        engine = Engine(self.rules, counts)
+        state = None if user.stored is None else UserState.from_bytes(user.stored)
+        for done in user.done:
+            if done.event is None:
+                assert state is not None
+                state = engine.fire_due(user_id, state, done.now).state
+                continue
+            state = engine.handle(user_id, state, done.event).state
+            if state is not None and done.topic is not None:
+                state.processed[done.topic] = [user.partition, done.message.offset]
+        user.state = state
+
+    def _store(self, key: bytes, user: TouchedUser) -> None:
+        """Write a user's state to RocksDB and its changelog (a tombstone if erased)."""
+        partition = user.partition
+        user_id = key.decode()
+        if user.state is None:  # erased
+            if user.stored is not None:
+                self._database(partition).delete(key)
+                self.users.send_changelog(partition, key, None, value_serializer="raw")
                 self._count_users(-1)
-            self._schedule(partition).set(user, None)
+            self._schedule(partition).set(user_id, None)
             return
-        if new:
+        value = user.state.to_bytes()
+        self._database(partition).put(key, value)
+        self.users.send_changelog(partition, key, value)
+        if user.stored is None:
             self._count_users(+1)
-        self.users[key] = state.to_bytes()  # always assigned back: faust changelogs sets
-        self._schedule(partition).set(user, self._engine(partition).next_due(state))
+        self._schedule(partition).set(user_id, self._engine(partition).next_due(user.state))
 
     def _count_users(self, change: int) -> None:
         self.users_tracked += change
         metrics.USERS_TRACKED.set(self.users_tracked)
 
-    def _store_copurchases(self, partition: int, items: Any) -> None:
+    def _store_copurchases(self, partition: int, skus: set[str]) -> None:
         counts = self.copurchases[partition]
-        for sku in {item.sku for item in items}:
+        database = self.copurchase_table.data._db_for_partition(partition)  # type: ignore[attr-defined]
+        for sku in skus:
             partners = counts.pairs.get(sku)
             if partners is not None:
-                self.copurchase_table[f"{partition}:{sku}".encode()] = orjson.dumps(partners)
+                key = f"{partition}:{sku}".encode()
+                value = orjson.dumps(partners)
+                database.put(key, value)
+                self.copurchase_table.send_changelog(partition, key, value)
 
     # --- outputs ---------------------------------------------------------------------
 
-    async def _send_step(self, key: bytes, step: Step) -> None:
-        """Send every record of a step and wait until the broker has them all."""
+    async def _send_step(self, batch: Batch, key: bytes, step: Step) -> None:
+        """Hand every record of a step to the producer; the batch awaits them."""
         now = dt.datetime.now(dt.UTC)
-        pending: list[Awaitable[Any]] = []
+        deliveries = batch.deliveries
         for decision in step.decisions:
             metrics.DECISIONS.labels(
                 decision.rule_id or "", decision.outcome, decision.reason or ""
             ).inc()
-            pending.append(await self._send(DECISIONS_TOPIC, key, decision.model_dump_json()))
+            deliveries.append(await self._send(DECISIONS_TOPIC, key, decision.model_dump_json()))
         for trigger in step.triggers:
             emitted = trigger.model_copy(update={"emitted_at": now})
             metrics.TRIGGERS.labels(trigger.rule_id, trigger.channel, trigger.variant or "").inc()
             metrics.TRIGGER_LATENCY.observe(max(0.0, (now - trigger.triggered_at).total_seconds()))
-            pending.append(
+            deliveries.append(
                 await self._send(CHANNEL_TOPICS[trigger.channel], key, emitted.model_dump_json())
             )
         for attribution in step.attributions:
@@ -402,12 +485,12 @@ class TriggerWorker:
             metrics.ATTRIBUTED_REVENUE.labels(attribution.rule_id, attribution.currency).inc(
                 attribution.revenue
             )
-            pending.append(await self._send(ATTRIBUTIONS_TOPIC, key, attribution.model_dump_json()))
-        for delivery in pending:
-            await delivery
+            deliveries.append(
+                await self._send(ATTRIBUTIONS_TOPIC, key, attribution.model_dump_json())
+            )
 
     async def _send(
-        self, topic: str, key: bytes, value: str | bytes, partition: int | None = None
+        self, topic: str, key: bytes | None, value: str | bytes, partition: int | None = None
     ) -> Awaitable[Any]:
         """Hand a record to the producer, retrying while the broker refuses it; returns
         the acknowledgement to wait for."""
@@ -419,7 +502,7 @@ class TriggerWorker:
                 log.warning("sending to %s failed (%s); retrying in %ss", topic, error, SEND_RETRY)
                 await asyncio.sleep(SEND_RETRY)
 
-    async def _dead_letter(self, message: Any, code: str, reason: str) -> None:
+    async def _dead_letter(self, batch: Batch, message: Message, code: str, reason: str) -> None:
         record = DeadLetter.of_value(
             message.value if message.value is not None else b"",
             code,
@@ -428,10 +511,11 @@ class TriggerWorker:
             partition=message.partition,
             offset=message.offset,
         )
-        ack = await self._send(
-            DEAD_LETTER_TOPIC, message.key, record.model_dump_json(exclude_none=True)
+        batch.deliveries.append(
+            await self._send(
+                DEAD_LETTER_TOPIC, message.key, record.model_dump_json(exclude_none=True)
+            )
         )
-        await ack
 
     # --- timers ----------------------------------------------------------------------
 
