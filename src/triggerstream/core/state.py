@@ -9,6 +9,7 @@ what the rules need, the dedupe memory 24 hours of event ids.
 from __future__ import annotations
 
 import dataclasses
+import operator
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
@@ -142,18 +143,19 @@ class UserState:
         return bool(self.critical_workflows)
 
     def to_bytes(self) -> bytes:
-        """Compact JSON for a state store."""
-        document = {
-            name: value
-            for name, value in ((f.name, getattr(self, f.name)) for f in dataclasses.fields(self))
-            if value != _DEFAULTS[name]
-        }
-        if self.timers:
-            document["timers"] = [dataclasses.astuple(timer) for timer in self.timers]
-        if self.touches:
-            document["touches"] = [dataclasses.astuple(touch) for touch in self.touches]
-        if self.seen:
-            document["seen"] = [[key, at] for key, at in self.seen.items()]
+        """Compact JSON for a state store: the fields that differ from a new user's."""
+        document: dict[str, Any] = {}
+        for name, default in _DEFAULTS.items():
+            value = getattr(self, name)
+            if value == default:
+                continue
+            if name == "timers":
+                value = [_timer_values(timer) for timer in value]
+            elif name == "touches":
+                value = [_touch_values(touch) for touch in value]
+            elif name == "seen":
+                value = [[key, at] for key, at in value.items()]
+            document[name] = value
         return orjson.dumps(document)
 
     @classmethod
@@ -175,6 +177,8 @@ class UserState:
 _DEFAULTS: dict[str, Any] = {
     f.name: getattr(UserState(), f.name) for f in dataclasses.fields(UserState)
 }
+_timer_values = operator.attrgetter(*(f.name for f in dataclasses.fields(Timer)))
+_touch_values = operator.attrgetter(*(f.name for f in dataclasses.fields(Touch)))
 
 # --- names rule conditions may use (DESIGN.md section 5) ------------------------------
 

@@ -39,8 +39,8 @@ class TouchedUser:
     """A user's state as the batch has it."""
 
     partition: int
-    stored: bytes | None
-    """The state as the store has it (None: no state stored)."""
+    stored: bool
+    """Whether the store has a state of the user (as of the batch's start)."""
     state: UserState | None
     changed: bool = False
     done: list[Redo] = field(default_factory=list)

@@ -80,6 +80,9 @@ RULES_CHECK_INTERVAL = 2.0
 """Seconds between two looks at the rules file for a change."""
 SEND_RETRY = 1.0
 """Seconds between two attempts to send an output the broker did not take."""
+RECENT_USERS = 10_000
+"""Users whose state stays decoded in memory between batches (the most recent): a user
+in a session sends several events a minute, each batch would decode them again."""
 
 
 class TriggerWorker:
@@ -140,6 +143,9 @@ class TriggerWorker:
         self.partitions: list[int] = []
         """The partitions this worker owns, once ready."""
         self.users_tracked = 0
+        self.recent: dict[bytes, UserState] = {}
+        """The decoded state of the users stored most recently, oldest first: exactly
+        what the store has (forgotten at every rebalance and after a failed batch)."""
         self.merge: EventTimeMerge[tuple[Message, Event | InvalidEvent]] = EventTimeMerge(
             list(self.design_name)
         )
@@ -219,12 +225,17 @@ class TriggerWorker:
         async with self.processing:
             batch = Batch()
             began = time.perf_counter()
-            for partition in sorted(partitions):
-                for message, decoded in self.merge.release(partition, nothing_earlier):
-                    await self._on_event(batch, message, decoded)
-            for message in ticks or ():
-                await self._on_tick(batch, message)
-            await self._complete(batch)
+            try:
+                for partition in sorted(partitions):
+                    for message, decoded in self.merge.release(partition, nothing_earlier):
+                        await self._on_event(batch, message, decoded)
+                for message in ticks or ():
+                    await self._on_tick(batch, message)
+                await self._complete(batch)
+            except BaseException:
+                # States kept decoded were changed in place and not stored.
+                self.recent.clear()
+                raise
             if batch.messages:
                 share = (time.perf_counter() - began) / len(batch.messages)
                 for _ in batch.messages:
@@ -236,11 +247,24 @@ class TriggerWorker:
         committable): a crash before the end costs a redelivery, never an effect."""
         for delivery in batch.deliveries:
             await delivery
+        written: list[tuple[Any, Awaitable[Any] | None]] = []
         for key, user in batch.users.items():
             if user.changed:
-                self._store(key, user)
+                written.append((self.users, await self._store(key, user)))
         for partition, skus in batch.purchased.items():
-            self._store_copurchases(partition, skus)
+            for sku in skus:
+                written.append((self.copurchase_table, await self._store_pairs(partition, sku)))
+        # The changelogs hold every write before any input offset is acknowledged; the
+        # offset each database has reached is remembered once per batch (faust's
+        # recovery reads the changelog from there).
+        reached: dict[tuple[Any, TP], int] = {}
+        for table, acknowledgement in written:
+            if acknowledgement is not None:
+                metadata = await acknowledgement
+                tp = TP(metadata.topic, metadata.partition)
+                reached[(table, tp)] = max(metadata.offset, reached.get((table, tp), -1))
+        for (table, tp), offset in reached.items():
+            table.data.set_persisted_offset(tp, offset)
         ack = self.app.consumer.ack
         for message in batch.messages:
             ack(message)
@@ -400,12 +424,15 @@ class TriggerWorker:
         return self.users.data._db_for_partition(partition)  # type: ignore[attr-defined]
 
     def _user(self, batch: Batch, partition: int, key: bytes) -> TouchedUser:
-        """The user's state as this batch has it, loaded from the store the first time."""
+        """The user's state as this batch has it: kept from an earlier batch, or loaded
+        from the store the first time."""
         user = batch.users.get(key)
         if user is None:
-            stored = self._database(partition).get(key)
-            state = None if stored is None else UserState.from_bytes(stored)
-            user = batch.users[key] = TouchedUser(partition, stored, state)
+            state = self.recent.get(key)
+            if state is None:
+                stored = self._database(partition).get(key)
+                state = None if stored is None else UserState.from_bytes(stored)
+            user = batch.users[key] = TouchedUser(partition, state is not None, state)
         return user
 
     def _redo(self, key: bytes, user: TouchedUser) -> None:
@@ -413,10 +440,12 @@ class TriggerWorker:
         with the batch's earlier steps of the user applied again (the engine is a pure
         function of state and input; their records were sent already)."""
         user_id = key.decode()
+        self.recent.pop(key, None)  # changed in place half-way
         # Its own copy of the co-purchase counts: the batch's orders are in them already.
         counts = copy.deepcopy(self._engine(user.partition).copurchases)
         engine = Engine(self.rules, counts)
-        state = None if user.stored is None else UserState.from_bytes(user.stored)
+        stored = self._database(user.partition).get(key) if user.stored else None
+        state = None if stored is None else UserState.from_bytes(stored)
         for done in user.done:
             if done.event is None:
                 assert state is not None
@@ -427,38 +456,61 @@ class TriggerWorker:
                 state.processed[done.topic] = [user.partition, done.message.offset]
         user.state = state
 
-    def _store(self, key: bytes, user: TouchedUser) -> None:
-        """Write a user's state to RocksDB and its changelog (a tombstone if erased)."""
+    async def _store(self, key: bytes, user: TouchedUser) -> Awaitable[Any] | None:
+        """Write a user's state to RocksDB and its changelog (a tombstone if erased);
+        returns the changelog write's acknowledgement to wait for."""
         partition = user.partition
         user_id = key.decode()
         if user.state is None:  # erased
-            if user.stored is not None:
-                self._database(partition).delete(key)
-                self.users.send_changelog(partition, key, None, value_serializer="raw")
-                self._count_users(-1)
+            self.recent.pop(key, None)
             self._schedule(partition).set(user_id, None)
-            return
+            if not user.stored:
+                return None
+            self._database(partition).delete(key)
+            self._count_users(-1)
+            return await self._changelog(self.users, partition, key, None)
         value = user.state.to_bytes()
         self._database(partition).put(key, value)
-        self.users.send_changelog(partition, key, value)
-        if user.stored is None:
+        self._remember(key, user.state)
+        if not user.stored:
             self._count_users(+1)
         self._schedule(partition).set(user_id, self._engine(partition).next_due(user.state))
+        return await self._changelog(self.users, partition, key, value)
+
+    def _remember(self, key: bytes, state: UserState) -> None:
+        """Keep a user's state decoded for the next batch, the least recent forgotten."""
+        recent = self.recent
+        recent.pop(key, None)
+        recent[key] = state
+        if len(recent) > RECENT_USERS:
+            del recent[next(iter(recent))]
+
+    async def _changelog(
+        self, table: Any, partition: int, key: bytes, value: bytes | None
+    ) -> Awaitable[Any] | None:
+        """Send a table write to its changelog. Straight to the producer (faust's table
+        path adds a buffer and a callback per write); with Kafka transactions
+        (exactly_once), faust's path, which puts the write in the partition's
+        transaction."""
+        if self.app.in_transaction:
+            table.send_changelog(partition, key, value, value_serializer="raw")
+            return None
+        topic = table.changelog_topic.get_topic_name()
+        return await self.app.producer.send(topic, key, value, partition, None, None)
 
     def _count_users(self, change: int) -> None:
         self.users_tracked += change
         metrics.USERS_TRACKED.set(self.users_tracked)
 
-    def _store_copurchases(self, partition: int, skus: set[str]) -> None:
-        counts = self.copurchases[partition]
-        database = self.copurchase_table.data._db_for_partition(partition)  # type: ignore[attr-defined]
-        for sku in skus:
-            partners = counts.pairs.get(sku)
-            if partners is not None:
-                key = f"{partition}:{sku}".encode()
-                value = orjson.dumps(partners)
-                database.put(key, value)
-                self.copurchase_table.send_changelog(partition, key, value)
+    async def _store_pairs(self, partition: int, sku: str) -> Awaitable[Any] | None:
+        """Write the co-purchase counts of one SKU to RocksDB and the changelog."""
+        partners = self.copurchases[partition].pairs.get(sku)
+        if partners is None:
+            return None
+        key = f"{partition}:{sku}".encode()
+        value = orjson.dumps(partners)
+        self.copurchase_table.data._db_for_partition(partition).put(key, value)  # type: ignore[attr-defined]
+        return await self._changelog(self.copurchase_table, partition, key, value)
 
     # --- outputs ---------------------------------------------------------------------
 
@@ -556,6 +608,7 @@ class TriggerWorker:
         self, sender: Any, *args: Any, signal: Any, **kwargs: Any
     ) -> None:
         self.ready = False
+        self.recent.clear()
         metrics.READY.set(0)
 
     async def _on_rebalance_complete(
@@ -583,6 +636,7 @@ class TriggerWorker:
                 counts.pairs[sku] = orjson.loads(value)
         self.engines = {}
         self.schedules = {}
+        self.recent.clear()  # the store may have changed (recovered from changelogs)
         self.merge.forget_partitions(active)
         self.read_offset = {}  # until a message is read: the committed offset
         self.processed_offset = {}
