@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import os
 import re
@@ -111,6 +112,30 @@ class WorkerProcess:
             self.process.kill()
             self.process.wait()
             raise AssertionError(f"worker ignored signal {signum}:\n{self.log()[-5000:]}") from None
+
+    def pause(self) -> None:
+        """SIGSTOP: frozen, as by a long GC pause or a stalled VM; the broker sees
+        nothing until the session times out."""
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGCONT)
+
+    def wait_answering(self, timeout: float = 120) -> None:
+        """Wait until the worker's web server answers /healthz (it is about to join)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                url = f"http://127.0.0.1:{self.web_port}/healthz"
+                with urllib.request.urlopen(url, timeout=2):
+                    return
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise AssertionError(f"worker exited {self.process.returncode}:\n{self.log()}")
+            time.sleep(0.05)
+        raise AssertionError(f"worker did not answer within {timeout}s:\n{self.log()[-5000:]}")
 
     def kill(self) -> None:
         """SIGKILL: no goodbye, no commit, no flush."""

@@ -195,8 +195,15 @@ def test_a_worker_that_joins_takes_over_partitions_begun_by_the_first(
     workers.append(first)
     first.wait_ready()
     first.wait_processed(200)
+    # The first is held while the second starts (it would finish the backlog first):
+    # frozen for less than a session timeout, then let go as the second joins.
+    first.pause()
     second = WorkerProcess(cli_env, RULES, tmp_path, "w2").start()
     workers.append(second)
+    try:
+        second.wait_answering()
+    finally:
+        first.resume()
     second.wait_ready()
     assert first.processed() < 30_000, "joined too late to tell"
     first.wait_ready(count=2)  # gave half of its partitions to the second

@@ -154,7 +154,7 @@ class UserState:
             elif name == "touches":
                 value = [_touch_values(touch) for touch in value]
             elif name == "seen":
-                value = [[key, at] for key, at in value.items()]
+                value = list(value.items())  # (key, at) pairs: JSON arrays
             document[name] = value
         return orjson.dumps(document)
 

@@ -71,6 +71,15 @@ class EventTimeMerge(Generic[Item]):
         caller that stops iterating leaves the rest waiting. ``drain`` releases all
         (nothing more is coming for now)."""
         inputs = [TopicPartition(topic, partition) for topic in self.topics]
+        # Asked once per input and release: nothing is read while releasing.
+        ended: dict[TopicPartition, bool] = {}
+
+        def nothing_more(tp: TopicPartition) -> bool:
+            known = ended.get(tp)
+            if known is None:
+                known = ended[tp] = read_to_end(tp)
+            return known
+
         while True:
             heads = [
                 (queue[0].at, self.rank[tp.topic], tp)
@@ -81,7 +90,7 @@ class EventTimeMerge(Generic[Item]):
                 return
             at, _, chosen = min(heads)
             incomplete = len(heads) < len(inputs) and not all(
-                self.waiting.get(tp) or read_to_end(tp) for tp in inputs
+                self.waiting.get(tp) or nothing_more(tp) for tp in inputs
             )
             if incomplete and not drain and at != FIRST:
                 return

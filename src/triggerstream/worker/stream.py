@@ -143,6 +143,8 @@ class TriggerWorker:
         self.partitions: list[int] = []
         """The partitions this worker owns, once ready."""
         self.users_tracked = 0
+        self.databases: dict[int, Any] = {}
+        """The users table's RocksDB database per partition owned."""
         self.recent: dict[bytes, UserState] = {}
         """The decoded state of the users stored most recently, oldest first: exactly
         what the store has (forgotten at every rebalance and after a failed batch)."""
@@ -421,7 +423,11 @@ class TriggerWorker:
         directly: faust's table layer around it (its current-event lookups, key index
         and per-write changelog record) cost more than the engine, and a batch writes
         each user once."""
-        return self.users.data._db_for_partition(partition)  # type: ignore[attr-defined]
+        database = self.databases.get(partition)
+        if database is None:
+            store: Any = self.users.data
+            database = self.databases[partition] = store._db_for_partition(partition)
+        return database
 
     def _user(self, batch: Batch, partition: int, key: bytes) -> TouchedUser:
         """The user's state as this batch has it: kept from an earlier batch, or loaded
@@ -609,6 +615,9 @@ class TriggerWorker:
     ) -> None:
         self.ready = False
         self.recent.clear()
+        # faust has let go of the revoked partitions' databases; a handle kept here
+        # would hold RocksDB's lock when faust opens one again.
+        self.databases = {}
         metrics.READY.set(0)
 
     async def _on_rebalance_complete(
@@ -637,6 +646,7 @@ class TriggerWorker:
         self.engines = {}
         self.schedules = {}
         self.recent.clear()  # the store may have changed (recovered from changelogs)
+        self.databases = {}
         self.merge.forget_partitions(active)
         self.read_offset = {}  # until a message is read: the committed offset
         self.processed_offset = {}
