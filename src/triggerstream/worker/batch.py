@@ -54,4 +54,7 @@ class Batch:
     purchased: dict[int, set[str]] = field(default_factory=dict)
     """Per partition: the SKUs whose co-purchase counts changed."""
     messages: list[Any] = field(default_factory=list)
-    """The input messages processed, acknowledged once state is stored."""
+    """The input messages taken (events, invalid ones, ticks), acknowledged once state
+    is stored."""
+    processed: int = 0
+    """Events the engine processed (not invalid, not duplicates)."""
