@@ -143,8 +143,8 @@ class TriggerWorker:
         self.partitions: list[int] = []
         """The partitions this worker owns, once ready."""
         self.users_tracked = 0
-        self.databases: dict[int, Any] = {}
-        """The users table's RocksDB database per partition owned."""
+        self.databases: dict[tuple[str, int], Any] = {}
+        """Each table's RocksDB database per partition owned (by table name)."""
         self.recent: dict[bytes, UserState] = {}
         """The decoded state of the users stored most recently, oldest first: exactly
         what the store has (forgotten at every rebalance and after a failed batch)."""
@@ -420,15 +420,17 @@ class TriggerWorker:
     def _schedule(self, partition: int) -> TimerSchedule:
         return self.schedules.setdefault(partition, TimerSchedule())
 
-    def _database(self, partition: int) -> Any:
-        """The RocksDB database of the users table for one partition. Read and written
-        directly: faust's table layer around it (its current-event lookups, key index
-        and per-write changelog record) cost more than the engine, and a batch writes
-        each user once."""
-        database = self.databases.get(partition)
+    def _database(self, partition: int, table: Any = None) -> Any:
+        """The RocksDB database of a table (the users table unless told) for one
+        partition. Read and written directly: faust's table layer around it (its
+        current-event lookups, key index and per-write changelog record) cost more than
+        the engine, and a batch writes each user once."""
+        table = self.users if table is None else table
+        database = self.databases.get((table.name, partition))
         if database is None:
-            store: Any = self.users.data
-            database = self.databases[partition] = store._db_for_partition(partition)
+            store: Any = table.data
+            database = store._db_for_partition(partition)
+            self.databases[(table.name, partition)] = database
         return database
 
     def _user(self, batch: Batch, partition: int, key: bytes) -> TouchedUser:
@@ -517,7 +519,7 @@ class TriggerWorker:
             return None
         key = f"{partition}:{sku}".encode()
         value = orjson.dumps(partners)
-        self.copurchase_table.data._db_for_partition(partition).put(key, value)  # type: ignore[attr-defined]
+        self._database(partition, self.copurchase_table).put(key, value)
         return await self._changelog(self.copurchase_table, partition, key, value)
 
     # --- outputs ---------------------------------------------------------------------
