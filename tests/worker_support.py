@@ -11,7 +11,7 @@ import signal
 import subprocess
 import time
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -69,15 +69,22 @@ class WorkerProcess:
 
     def wait_ready(self, count: int = 1, timeout: float = 120) -> None:
         """Wait until the worker has logged ``count`` rebalances completed."""
+        self._wait_alive(lambda: len(self.ready_lines()) >= count, timeout, 0.2, "not ready")
+
+    def _wait_alive(
+        self, done: Callable[[], bool], timeout: float, interval: float, failure: str
+    ) -> None:
+        """Poll ``done`` until it holds; fail at once if the worker exits meanwhile, or
+        with ``failure`` and the log's end after ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if len(self.ready_lines()) >= count:
+            if done():
                 return
             assert self.process is not None
             if self.process.poll() is not None:
                 raise AssertionError(f"worker exited {self.process.returncode}:\n{self.log()}")
-            time.sleep(0.2)
-        raise AssertionError(f"worker not ready within {timeout}s:\n{self.log()[-5000:]}")
+            time.sleep(interval)
+        raise AssertionError(f"worker {failure} within {timeout}s:\n{self.log()[-5000:]}")
 
     def processed(self) -> float:
         """Input events the worker has processed, as its /metrics says."""
@@ -125,17 +132,15 @@ class WorkerProcess:
 
     def wait_answering(self, timeout: float = 120) -> None:
         """Wait until the worker's web server answers /healthz (it is about to join)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+
+        def answers() -> bool:
             with contextlib.suppress(OSError):
                 url = f"http://127.0.0.1:{self.web_port}/healthz"
                 with urllib.request.urlopen(url, timeout=2):
-                    return
-            assert self.process is not None
-            if self.process.poll() is not None:
-                raise AssertionError(f"worker exited {self.process.returncode}:\n{self.log()}")
-            time.sleep(0.05)
-        raise AssertionError(f"worker did not answer within {timeout}s:\n{self.log()[-5000:]}")
+                    return True
+            return False
+
+        self._wait_alive(answers, timeout, 0.05, "did not answer")
 
     def kill(self) -> None:
         """SIGKILL: no goodbye, no commit, no flush."""
