@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, cast
 
 import faust
+from faust.tables.manager import TableManager
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.transport.producer import ProducerBuffer
-from faust.types import TP, Message
+from faust.types import TP, EventT, Message
 
 from triggerstream.settings import Settings
 
@@ -134,15 +136,16 @@ class _Consumer(faust_aiokafka.Consumer):
         about 0.15 ms of CPU per message before any work is done (benchmarks/peers.py:
         a bare faust agent reads 6,500 messages/s where Quix Streams reads 27,000).
         Here every message of a fetch that belongs to the worker's inputs goes to
-        ``app.take_batch`` in one call; the rest (table changelogs during recovery)
-        take faust's path as before. The offset bookkeeping is faust's: read offsets,
-        gaps, acknowledgements, commits."""
+        ``app.take_batch`` in one call, and the table changelogs' messages (recovery and
+        standbys) to ``app.apply_changelogs``. The offset bookkeeping is faust's: read
+        offsets, gaps, acknowledgements, commits."""
         app = cast(WorkerApp, self.app)
         take_batch = app.take_batch
         if take_batch is None:
             await super()._drain_messages(fetcher)
             return
         inputs = app.batch_topics
+        changelogs = app.tables.changelog_topics
         callback = self.callback
         read_offset = self._read_offset
         acks_enabled_for = self.app.topics.acks_enabled_for
@@ -162,6 +165,7 @@ class _Consumer(faust_aiokafka.Consumer):
                     continue
                 generation = app.consumer_generation_id
                 batch: list[Message] = []
+                changes: dict[TP, list[Message]] = {}
                 for tp, tp_records in records.items():
                     if (
                         active is not None
@@ -179,9 +183,13 @@ class _Consumer(faust_aiokafka.Consumer):
                         message = self._to_message(tp, record)
                         if tp.topic in inputs:
                             batch.append(message)
+                        elif tp.topic in changelogs:
+                            changes.setdefault(tp, []).append(message)
                         else:
                             await self.wait_first(callback(message), self.suspend_flow.wait())
                         read_offset[tp] = offset
+                if changes:
+                    app.apply_changelogs(changes)
                 if not batch:
                     continue
                 if not self.flow_active or app.consumer_generation_id != generation:
@@ -258,6 +266,15 @@ class _Producer(faust_aiokafka.Producer):
         return producer
 
 
+class _Change:
+    """A changelog message as faust's table stores take it (an event's ``message``)."""
+
+    __slots__ = ("message",)
+
+    def __init__(self, message: Message) -> None:
+        self.message = message
+
+
 class WorkerApp(faust.App):
     """A faust app that lets the worker give back what it has read but not processed
     before faust waits for every message in hand to be acknowledged (on a rebalance and
@@ -272,6 +289,51 @@ class WorkerApp(faust.App):
         """Takes every message of a fetch from ``batch_topics`` (None: faust's agents
         get them one at a time)."""
         self.batch_topics: frozenset[str] = frozenset()
+
+    def apply_changelogs(self, changes: Mapping[TP, list[Message]]) -> None:
+        """Write a fetch's table changelog messages to the tables' RocksDB, a write
+        batch per partition, and tell faust's recovery how far each partition has got.
+
+        This is what faust's recovery does with them one message at a time: a message
+        put on the changelog queue, taken off it by a task awaiting it with a timeout,
+        offsets and estimates updated and the recovery's end checked after each, a write
+        batch every 1,000 messages (about 6,000 messages/s; 100,000 users' state took
+        17 s to recover). Messages at or below a partition's recovered offset are
+        skipped, as faust skips them. A partition that is neither active nor standby
+        (revoked since the fetch) is left alone."""
+        tables = cast(TableManager, self.tables)
+        recovery = tables.recovery
+        now = time.monotonic()
+        for tp, messages in changes.items():
+            if tp in recovery.active_tps:
+                offsets, received_at = recovery.active_offsets, recovery._active_events_received_at
+            elif tp in recovery.standby_tps:
+                offsets, received_at = (
+                    recovery.standby_offsets,
+                    recovery._standby_events_received_at,
+                )
+            else:
+                continue
+            recovered = offsets.get(tp)
+            fresh = [
+                _Change(message)
+                for message in messages
+                if recovered is None or message.offset > recovered
+            ]
+            if not fresh:
+                continue
+            # faust's stores read only the event's message.
+            recovery.tp_to_table[tp].apply_changelog_batch(cast(list[EventT[Any]], fresh))
+            offsets[tp] = fresh[-1].message.offset
+            received_at[tp] = now
+        recovery._last_flush_at = now
+        if recovery.in_recovery and not recovery.need_recovery():
+            # As faust's recovery loop does once the actives have caught up.
+            recovery.flush_buffers()
+            recovery._set_recovery_ended()
+            recovery.signal_recovery_end.set()
+        if not tables.standbys_ready and not recovery.standby_remaining_total():
+            tables.on_standbys_ready()
 
     def _new_transport(self) -> Any:
         transport = super()._new_transport()
