@@ -22,14 +22,16 @@ from collections.abc import Iterator
 from importlib.metadata import version
 from pathlib import Path
 
+import orjson
 from aiokafka.admin import AIOKafkaAdminClient
 
 from triggerstream.broker import EmbeddedBroker
 from triggerstream.events import INPUT_TOPICS
-from triggerstream.kafka import Admin, create_topics
+from triggerstream.kafka import Admin, create_topics, produce
 from triggerstream.settings import Settings
 from triggerstream.testing.apache_kafka import ApacheKafkaBroker, free_ports
 from triggerstream.topics import load_topics
+from triggerstream.traffic import history
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results.csv"
@@ -55,6 +57,20 @@ def broker(kind: str) -> Iterator[str]:
 
 def topics(settings: Settings) -> None:
     asyncio.run(create_topics(settings, load_topics()))
+
+
+def backlog(settings: Settings, events: int, users: int, days_ago: int = 45) -> int:
+    """Produce a month of mixed traffic (``triggerstream.traffic``: usage, purchases,
+    support and profile events) that began ``days_ago`` days ago; the number of events
+    produced (at least a profile per user, so at least ``users``)."""
+    start = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(days=days_ago)
+    records = []
+    for line in history(events, users, 11, start):
+        fields = orjson.loads(line)
+        topic = fields.pop("topic")
+        records.append((settings.topic(topic), fields["user_id"].encode(), orjson.dumps(fields)))
+    asyncio.run(produce(settings, records))
+    return len(records)
 
 
 class Worker:
@@ -176,12 +192,19 @@ async def lag(settings: Settings, group: str) -> int:
     return total
 
 
-def wait_caught_up(settings: Settings, group: str, timeout: float = 1800) -> float:
-    """Seconds until the group has committed every input message."""
-    began = time.monotonic()
+def wait_caught_up(
+    settings: Settings, group: str, timeout: float = 1800, progress: bool = False
+) -> float:
+    """Seconds until the group has committed every input message; with ``progress``,
+    the lag is printed every 30 s."""
+    began = last = time.monotonic()
     while time.monotonic() - began < timeout:
-        if asyncio.run(lag(settings, group)) == 0:
+        behind = asyncio.run(lag(settings, group))
+        if behind == 0:
             return time.monotonic() - began
+        if progress and time.monotonic() - last >= 30:
+            last = time.monotonic()
+            print(f"  {behind:,} events to go after {last - began:.0f}s", flush=True)
         time.sleep(1)
     raise SystemExit(f"the worker did not catch up within {timeout}s")
 

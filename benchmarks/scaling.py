@@ -13,33 +13,16 @@ backlog. Prints events/s for each and the ratio; appends them to results.csv.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import datetime as dt
 import statistics
 import sys
 import time
 from pathlib import Path
 
-import orjson
-from harness import ROOT, Worker, broker, record, scratch, topics
+from harness import ROOT, Worker, backlog, broker, record, scratch, topics
 
-from triggerstream.kafka import produce
 from triggerstream.settings import Settings
-from triggerstream.traffic import history
 
 RULES = ROOT / "examples" / "rules.yaml"
-
-
-def backlog(settings: Settings, events: int, users: int) -> int:
-    """Produce a month of mixed traffic; the number of events produced."""
-    start = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(days=45)
-    records = []
-    for line in history(events, users, 11, start):
-        fields = orjson.loads(line)
-        topic = fields.pop("topic")
-        records.append((settings.topic(topic), fields["user_id"].encode(), orjson.dumps(fields)))
-    asyncio.run(produce(settings, records))
-    return len(records)
 
 
 def one_run(bootstrap: str, prefix: str, workers: int, events: int, users: int) -> float:

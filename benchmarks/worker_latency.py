@@ -6,14 +6,19 @@ time: background usage (skips, features, sessions) and pings, all dated now. A c
 of offer-triggers.push notes when each ping's trigger arrives. Prints p50/p99/p99.9 of
 (trigger consumed - event produced) after a warm-up, and appends them to results.csv.
 
+``--at 0.25 0.5 0.75`` runs at those fractions of the worker's maximum throughput, one
+after the other on the same worker: ``--max`` events/s, by default the latest median of
+``peers.py`` for the worker on the same broker in results.csv (the same kind of traffic).
+
     .venv/bin/python benchmarks/worker_latency.py [--broker tansu|apache] [--rate 200]
-        [--seconds 60] [--ping-share 0.1]
+        [--at 0.25 0.5 0.75] [--max N] [--seconds 60] [--ping-share 0.1]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import csv
 import datetime as dt
 import random
 import statistics
@@ -24,7 +29,7 @@ from pathlib import Path
 import orjson
 import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from harness import Worker, broker, record, scratch, topics
+from harness import RESULTS, Worker, broker, record, scratch, topics
 
 from triggerstream.settings import Settings
 
@@ -57,8 +62,9 @@ def envelope(user: str, type_: str, n: int, **properties: object) -> bytes:
 
 
 async def measure(
-    settings: Settings, users: int, rate: float, seconds: float, share: float
-) -> tuple[list[float], int]:
+    settings: Settings, users: int, rates: list[float], seconds: float, share: float
+) -> list[tuple[list[float], int]]:
+    """Per rate: the latencies of the triggers that arrived, and how many never did."""
     producer = AIOKafkaProducer(**settings.kafka_options(), linger_ms=2)
     await producer.start()
     # A short fetch wait: the measuring consumer must not add its own delay.
@@ -103,39 +109,73 @@ async def measure(
 
     collector = asyncio.create_task(collect())
     rng = random.Random(3)
-    start = time.monotonic()
-    step = 0.02
-    owed = 0.0
-    while (now := time.monotonic()) - start < seconds:
-        owed += rate * step
-        while owed >= 1:
-            owed -= 1
-            n += 1
-            user = rng.choice(names)
-            if rng.random() < share:
-                value = envelope(user, "feature_used", n, feature="ping")
-                if now - start >= WARM_UP:
-                    sent[f"lat-{n}"] = time.monotonic()
-            else:
-                value = envelope(user, "feature_used", n, feature=rng.choice(["skip", "play"]))
-            await producer.send(usage, value, key=user.encode())
-        await asyncio.sleep(max(0.0, start + (now - start) + step - time.monotonic()))
-    await asyncio.sleep(5)  # the last triggers arrive
+    results = []
+    for rate in rates:
+        start = time.monotonic()
+        step = 0.02
+        owed = 0.0
+        while (now := time.monotonic()) - start < seconds:
+            owed += rate * step
+            while owed >= 1:
+                owed -= 1
+                n += 1
+                user = rng.choice(names)
+                if rng.random() < share:
+                    value = envelope(user, "feature_used", n, feature="ping")
+                    if now - start >= WARM_UP:
+                        sent[f"lat-{n}"] = time.monotonic()
+                else:
+                    value = envelope(user, "feature_used", n, feature=rng.choice(["skip", "play"]))
+                await producer.send(usage, value, key=user.encode())
+            await asyncio.sleep(max(0.0, start + (now - start) + step - time.monotonic()))
+        await asyncio.sleep(5)  # the last triggers arrive
+        results.append((list(latencies), len(sent)))
+        latencies.clear()
+        sent.clear()
     done.set()
     await collector
     await producer.stop()
     await consumer.stop()
-    return latencies, len(sent)
+    return results
+
+
+def latest_maximum(broker_kind: str) -> float:
+    """The latest median throughput of the worker in peers.py on this broker."""
+    found = None
+    with RESULTS.open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            if (
+                row["benchmark"] == "peers triggerstream"
+                and row["figure"] == "throughput"
+                and row["setup"].startswith(f"{broker_kind},")
+            ):
+                found = float(row["value"])
+    if found is None:
+        raise SystemExit(
+            f"no peers.py figure for {broker_kind} in {RESULTS}: run "
+            f"benchmarks/peers.py --broker {broker_kind} first, or give --max"
+        )
+    return found
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--broker", default="tansu", choices=["tansu", "apache"])
     parser.add_argument("--rate", type=float, default=200, help="events per second")
-    parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument(
+        "--at", type=float, nargs="+", help="fractions of --max to run at, instead of --rate"
+    )
+    parser.add_argument("--max", type=float, help="the worker's maximum events/s (for --at)")
+    parser.add_argument("--seconds", type=float, default=60, help="per rate")
     parser.add_argument("--ping-share", type=float, default=0.1)
     parser.add_argument("--users", type=int, default=1000)
     args = parser.parse_args()
+    if args.at:
+        maximum = args.max or latest_maximum(args.broker)
+        rates = [round(maximum * fraction) for fraction in args.at]
+        labels = [f" ({fraction:.0%} of {maximum:,.0f})" for fraction in args.at]
+    else:
+        rates, labels = [args.rate], [""]
     with scratch() as folder_name, broker(args.broker) as bootstrap:
         folder = Path(folder_name)
         settings = Settings(kafka_bootstrap=bootstrap, topic_prefix="bench.")
@@ -144,33 +184,37 @@ def main() -> int:
         rules.write_text(yaml.safe_dump(RULES))
         worker = Worker(settings, rules, folder).start()
         worker.wait_ready(1)
-        latencies, missing = asyncio.run(
-            measure(settings, args.users, args.rate, args.seconds, args.ping_share)
-        )
+        results = asyncio.run(measure(settings, args.users, rates, args.seconds, args.ping_share))
         worker.stop()
-    if not latencies:
-        raise SystemExit("no trigger arrived")
-    cuts = statistics.quantiles(latencies, n=1000)
-    p50, p99, p999 = statistics.median(latencies), cuts[989], cuts[998]
-    print(
-        f"{len(latencies)} triggers ({missing} missing) at {args.rate:g} events/s on "
-        f"{args.broker}: p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms, "
-        f"p99.9 {p999 * 1000:.1f} ms"
-    )
-    setup = (
-        f"{args.rate:g} events/s for {args.seconds:g}s, {args.ping_share:.0%} trigger, "
-        f"{args.users} users, {args.broker}"
-    )
-    record(
-        "worker latency",
-        setup,
-        [
-            ("p50", round(p50 * 1000, 1), "ms"),
-            ("p99", round(p99 * 1000, 1), "ms"),
-            ("p99.9", round(p999 * 1000, 1), "ms"),
-        ],
-    )
-    return 0 if missing == 0 else 1
+    status = 0
+    for rate, label, (latencies, missing) in zip(rates, labels, results, strict=True):
+        if not latencies:
+            print(f"{rate:g} events/s: no trigger arrived")
+            status = 1
+            continue
+        cuts = statistics.quantiles(latencies, n=1000)
+        p50, p99, p999 = statistics.median(latencies), cuts[989], cuts[998]
+        print(
+            f"{len(latencies)} triggers ({missing} missing) at {rate:g} events/s{label} on "
+            f"{args.broker}: p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms, "
+            f"p99.9 {p999 * 1000:.1f} ms"
+        )
+        setup = (
+            f"{rate:g} events/s{label} for {args.seconds:g}s, {args.ping_share:.0%} trigger, "
+            f"{args.users} users, {args.broker}"
+        )
+        record(
+            "worker latency",
+            setup,
+            [
+                ("p50", round(p50 * 1000, 1), "ms"),
+                ("p99", round(p99 * 1000, 1), "ms"),
+                ("p99.9", round(p999 * 1000, 1), "ms"),
+            ],
+        )
+        if missing:
+            status = 1
+    return status
 
 
 if __name__ == "__main__":

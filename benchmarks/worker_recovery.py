@@ -1,14 +1,18 @@
-"""Worker restart: how long until a worker is ready again with 100,000 users' state.
+"""Worker state and restart: bytes per user, memory, and the time to be ready again.
 
-Produces realistic traffic that gives every one of N users state (default 100,000; a
-profile and consent each, then a month of usage), lets one worker consume it all, stops
-it (SIGTERM), and times restarts until the worker logs that its partitions are ready
-(tables recovered, timer schedule rebuilt):
+Produces realistic traffic that gives every one of N users state (default 1,000,000: a
+profile and consent each, then a month of usage), lets one worker consume it all and
+notes its peak RSS, stops it (SIGTERM) and measures the users table in RocksDB (bytes
+per user: the stored key and state, and the table's files on disk). Then times restarts
+until the worker logs that its partitions are ready (tables recovered, timer schedule
+rebuilt):
 - with its RocksDB kept (a restart in place),
-- with its RocksDB deleted (a new machine: everything from the changelog topics).
-Apache Kafka only: Tansu's ListOffsets makes faust refuse kept RocksDB (STYLE.md).
+- with its RocksDB deleted (a new machine: everything from the changelog topics),
+and notes the RSS once ready. Apache Kafka only: Tansu's ListOffsets makes faust refuse
+kept RocksDB (STYLE.md).
 
-    .venv/bin/python benchmarks/worker_recovery.py [--users 100000] [--events 300000] [--runs 3]
+    .venv/bin/python benchmarks/worker_recovery.py [--users 1000000] [--events 2500000]
+        [--runs 3]
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from harness import (
@@ -30,16 +35,38 @@ from harness import (
     topics,
     wait_caught_up,
 )
+from rocksdict import AccessType, Options, Rdict
 
 from triggerstream.settings import Settings
 from triggerstream.traffic import generate
 from triggerstream.worker.app import app_id
 
 
+def users_table(data: Path) -> tuple[int, int, int]:
+    """Users, bytes of their keys and states, and bytes of files in the users table's
+    RocksDB databases (one per partition) under a stopped worker's data directory."""
+    users = stored = on_disk = 0
+    databases = sorted(data.glob("**/users-*.db"))
+    if not databases:
+        raise SystemExit(f"no users table under {data}")
+    for path in databases:
+        on_disk += sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+        database = Rdict(str(path), Options(raw_mode=True), access_type=AccessType.read_only())
+        try:
+            for key, value in database.items():
+                assert isinstance(key, bytes)
+                assert isinstance(value, bytes)
+                users += 1
+                stored += len(key) + len(value)
+        finally:
+            database.close()
+    return users, stored, on_disk
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--users", type=int, default=100_000)
-    parser.add_argument("--events", type=int, default=300_000)
+    parser.add_argument("--users", type=int, default=1_000_000)
+    parser.add_argument("--events", type=int, default=2_500_000)
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     with scratch() as folder_name, broker("apache") as bootstrap:
@@ -47,8 +74,10 @@ def main() -> int:
         settings = Settings(kafka_bootstrap=bootstrap, topic_prefix="bench.")
         topics(settings)
         events = folder / "events.jsonl"
+        began = time.perf_counter()
         generate(events, args.events, args.users)
-        produce = subprocess.run(
+        produced = sum(1 for _ in events.open("rb"))
+        subprocess.run(
             [
                 TRIGGERSTREAM,
                 "produce",
@@ -62,29 +91,51 @@ def main() -> int:
             capture_output=True,
             text=True,
         )
-        print(produce.stderr.strip() or f"produced {args.events} events", flush=True)
+        print(
+            f"produced {produced:,} events in {time.perf_counter() - began:.0f}s",
+            flush=True,
+        )
         worker = Worker(settings, ROOT / "examples" / "rules.yaml", folder).start()
         worker.wait_ready(1)
-        took = wait_caught_up(settings, app_id(settings))
-        print(f"consumed {args.events} events in about {took:.0f}s", flush=True)
+        took = wait_caught_up(settings, app_id(settings), progress=True)
+        consumed_rss = worker.peak_rss_mib()
+        print(
+            f"consumed {produced:,} events in about {took:.0f}s, peak RSS {consumed_rss:.0f} MiB",
+            flush=True,
+        )
         worker.stop()
-        print(worker.ready_lines()[-1].split("] ")[-1], flush=True)
+        users, stored, on_disk = users_table(folder / "data")
+        print(
+            f"users table: {users:,} users, {stored / users:.0f} bytes of key and state "
+            f"per user, {on_disk / users:.0f} bytes per user on disk",
+            flush=True,
+        )
 
-        kept, fresh = [], []
+        kept, fresh, ready_rss = [], [], []
         for _ in range(args.runs):
             worker.start()
             kept.append(worker.wait_ready(len(worker.ready_lines()) + 1))
             worker.stop()
             print(f"restart with RocksDB kept: ready in {kept[-1]:.2f}s", flush=True)
+            print("  " + worker.ready_lines()[-1].split("] ")[-1], flush=True)
         for _ in range(args.runs):
             shutil.rmtree(folder / "data")
             worker.start()
-            fresh.append(worker.wait_ready(len(worker.ready_lines()) + 1))
+            fresh.append(worker.wait_ready(len(worker.ready_lines()) + 1, timeout=1200))
+            ready_rss.append(worker.peak_rss_mib())
             worker.stop()
-            print(f"restart from the changelogs: ready in {fresh[-1]:.2f}s", flush=True)
+            print(
+                f"restart from the changelogs: ready in {fresh[-1]:.2f}s, "
+                f"peak RSS {ready_rss[-1]:.0f} MiB",
+                flush=True,
+            )
             print("  " + worker.ready_lines()[-1].split("] ")[-1], flush=True)
-    setup = f"{args.users} users, {args.events} events, Apache Kafka, median of {args.runs}"
+    setup = f"{users} users, {produced} events, Apache Kafka, restarts median of {args.runs}"
     figures = [
+        ("state per user, key and value", round(stored / users), "bytes"),
+        ("state per user, on disk", round(on_disk / users), "bytes"),
+        ("peak rss, consuming", round(consumed_rss), "MiB"),
+        ("peak rss, recovered", round(statistics.median(ready_rss)), "MiB"),
         ("restart ready, RocksDB kept", round(statistics.median(kept), 2), "s"),
         ("restart ready, from changelogs", round(statistics.median(fresh), 2), "s"),
     ]
