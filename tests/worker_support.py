@@ -11,6 +11,7 @@ import signal
 import subprocess
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -220,6 +221,23 @@ def decisions(settings: Settings) -> list[dict[str, Any]]:
     return read_topic(settings, DECISIONS_TOPIC)
 
 
+def decision_keys(records: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    return sorted(
+        (d["decision_id"], d["user_id"], d["rule_id"], d["outcome"], d["reason"], d["trigger_id"])
+        for d in records
+    )
+
+
+def assert_same_decisions(got: list[dict[str, Any]], expected: list[dict[str, Any]]) -> None:
+    """The same set of decisions, or by rule what is missing and what is extra."""
+    got_keys, expected_keys = set(decision_keys(got)), set(decision_keys(expected))
+    missing = Counter(f"{k[2]} {k[3]} {k[4]}" for k in expected_keys - got_keys)
+    extra = Counter(f"{k[2]} {k[3]} {k[4]}" for k in got_keys - expected_keys)
+    assert (missing, extra) == (Counter(), Counter()), (
+        f"decisions by rule, outcome and reason: missing {dict(missing)}, extra {dict(extra)}"
+    )
+
+
 _TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d:\d\d)$")
 
 
@@ -236,15 +254,17 @@ def shifted(value: Any, delta: dt.timedelta) -> Any:
     return value
 
 
-def replayed(events: Path, folder: Path, env: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
-    """What ``triggerstream replay`` makes of the events with the scenarios' rules, up to
-    now: its triggers, decisions and attributions."""
+def replayed(
+    events: Path, folder: Path, env: dict[str, str], rules: Path = RULES
+) -> dict[str, list[dict[str, Any]]]:
+    """What ``triggerstream replay`` makes of the events with the rules (by default the
+    scenarios'), up to now: its triggers, decisions and attributions."""
     decisions_path = folder / "replay-decisions.jsonl"
     attributions_path = folder / "replay-attributions.jsonl"
     result = run_cli(
         "replay",
         "--rules",
-        str(RULES),
+        str(rules),
         str(events),
         "--decisions",
         str(decisions_path),

@@ -9,7 +9,6 @@ import datetime as dt
 import signal
 import time
 import urllib.request
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,9 @@ from tests.engine_support import event, rule, rules_file
 from tests.scenarios import RULES, scenario_events
 from tests.worker_support import (
     WorkerProcess,
+    assert_same_decisions,
     create_topics,
+    decision_keys,
     decisions,
     produce,
     replayed,
@@ -40,13 +41,6 @@ from triggerstream.topics import load_topics
 # The scenarios are dated around November 2026; moved 90 days back, every timer they set
 # is due in the past, so the worker (on the wall clock) and replay (up to now) fire all.
 BACK = dt.timedelta(days=-90)
-
-
-def decision_keys(records: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
-    return sorted(
-        (d["decision_id"], d["user_id"], d["rule_id"], d["outcome"], d["reason"], d["trigger_id"])
-        for d in records
-    )
 
 
 def without_emitted_at(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -110,14 +104,6 @@ def assert_same_outcome_as_replay(
     assert sorted(t["trigger_id"] for t in sent) == sorted(
         t["trigger_id"] for t in expected["triggers"]
     )
-
-
-def assert_same_decisions(got: list[dict[str, Any]], expected: list[dict[str, Any]]) -> None:
-    """The same set of decisions, or by rule what is missing and what is extra."""
-    got_keys, expected_keys = set(decision_keys(got)), set(decision_keys(expected))
-    missing = Counter(f"{k[2]} {k[3]} {k[4]}" for k in expected_keys - got_keys)
-    extra = Counter(f"{k[2]} {k[3]} {k[4]}" for k in got_keys - expected_keys)
-    assert (missing, extra) == (Counter(), Counter()), "decisions (rule outcome reason)"
 
 
 # Tansu answers ListOffsets(LATEST) with the first offset of the last batch + 1, so faust

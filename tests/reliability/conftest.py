@@ -1,0 +1,5 @@
+"""Fixtures of the reliability suite: those of the worker tests."""
+
+from tests.integration.conftest import workers
+
+__all__ = ["workers"]
