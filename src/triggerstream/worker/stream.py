@@ -207,7 +207,6 @@ class TriggerWorker:
             await self._release(partitions, ticks)
         finally:
             self.idle_since = time.monotonic()
-        self._limit_reading()
 
     def _limit_reading(self) -> None:
         """Stop fetching an input whose waiting messages reached ``BUFFERED_PER_INPUT``
@@ -258,6 +257,10 @@ class TriggerWorker:
                 # States kept decoded were changed in place and not stored.
                 self.recent.clear()
                 raise
+            finally:
+                # Here, not in _take: a held input drained by an idle release (no fetch
+                # brings anything else) must be fetched again.
+                self._limit_reading()
             if batch.processed:
                 # The batch's time, shared by the events the engine processed in it.
                 share = (time.perf_counter() - began) / batch.processed
