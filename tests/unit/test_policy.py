@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from tests.engine_support import at, event, in_session, replay, rule, rules_file
+from triggerstream.core.recommend import CoPurchaseCounts
 
 CLICK = rule("clicked", {"event": {"type": "usage.locked_feature_clicked"}}, channels=["in_app"])
 
@@ -467,3 +468,21 @@ def test_recommendations_skip_owned_and_in_order_items_and_stop_at_max_items() -
     last = result.triggers[-1]
     # lens-cap from co-purchases, then complements not owned (camera-bag) nor in the order
     assert [(i.sku, i.score) for i in last.offer.items] == [("lens-cap", 1.0), ("tripod", 0.0)]
+
+
+def test_an_order_read_again_at_its_position_is_not_counted_twice() -> None:
+    counts = CoPurchaseCounts()
+    counts.record_order(["camera-x", "lens-cap"], position=7)
+    # After a crash the worker reads offset 7 again; only rows that had not counted it
+    # (here: a row lost with the crash) count it now.
+    del counts.pairs["lens-cap"], counts.through["lens-cap"]
+    counts.record_order(["camera-x", "lens-cap"], position=7)
+    counts.record_order(["camera-x", "tripod"], position=8)
+    assert counts.pairs == {
+        "camera-x": {"lens-cap": 1, "tripod": 1},
+        "lens-cap": {"camera-x": 1},
+        "tripod": {"camera-x": 1},
+    }
+    # Without positions (replay reads each event once), every order counts.
+    counts.record_order(["camera-x", "lens-cap"])
+    assert counts.pairs["camera-x"]["lens-cap"] == 2

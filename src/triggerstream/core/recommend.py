@@ -18,10 +18,20 @@ class CoPurchaseCounts:
     """sku -> {other sku: orders that held both}."""
 
     pairs: dict[str, dict[str, int]] = field(default_factory=dict)
+    through: dict[str, int] = field(default_factory=dict)
+    """sku -> position of the last order counted in its row (the worker's input
+    offset), so that an order read again after a crash is not counted twice."""
 
-    def record_order(self, skus: Iterable[str]) -> None:
+    def record_order(self, skus: Iterable[str], position: int | None = None) -> None:
+        """Count an order: each of its skus was bought with each other one. With a
+        ``position`` (increasing along the input), a sku whose row has counted that
+        position already is left alone."""
         distinct = sorted(set(skus))
         for sku in distinct:
+            if position is not None:
+                if self.through.get(sku, -1) >= position:
+                    continue
+                self.through[sku] = position
             partners = self.pairs.setdefault(sku, {})
             for other in distinct:
                 if other != sku:

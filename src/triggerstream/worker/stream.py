@@ -125,7 +125,8 @@ class TriggerWorker:
 
         self.users = table("users", "UserState of each user, as bytes.")
         self.copurchase_table = table(
-            "copurchases", "Co-purchase counts: b'<partition>:<sku>' -> {other sku: orders}."
+            "copurchases",
+            "Co-purchase counts: b'<partition>:<sku>' -> [{other sku: orders}, last offset].",
         )
         self.design_name = {settings.topic(name): name for name in INPUT_TOPICS}
         self.ticks_topic = settings.topic(TIMER_TICKS_TOPIC)
@@ -273,28 +274,41 @@ class TriggerWorker:
         committable): a crash before the end costs a redelivery, never an effect."""
         for delivery in batch.deliveries:
             await delivery
-        written: list[tuple[Any, Awaitable[Any] | None]] = []
-        for key, user in batch.users.items():
-            if user.changed:
-                written.append((self.users, await self._store(key, user)))
-        for partition, skus in batch.purchased.items():
-            for sku in skus:
-                written.append((self.copurchase_table, await self._store_pairs(partition, sku)))
+        # The co-purchase counts first, acknowledged before any user's state is sent:
+        # a user stored as past an order means the order is in the counts. Read again
+        # after a crash in between, an order is not counted twice: each sku's counts
+        # remember the last order's offset (CoPurchaseCounts.through).
+        reached: dict[tuple[Any, TP], int] = {}
+        pairs = [
+            await self._store_pairs(partition, sku)
+            for partition, skus in batch.purchased.items()
+            for sku in skus
+        ]
+        await self._persisted(self.copurchase_table, pairs, reached)
+        states = [await self._store(key, user) for key, user in batch.users.items() if user.changed]
+        await self._persisted(self.users, states, reached)
         # The changelogs hold every write before any input offset is acknowledged; the
         # offset each database has reached is remembered once per batch (faust's
         # recovery reads the changelog from there).
-        reached: dict[tuple[Any, TP], int] = {}
-        for table, acknowledgement in written:
-            if acknowledgement is not None:
-                metadata = await acknowledgement
-                tp = TP(metadata.topic, metadata.partition)
-                reached[(table, tp)] = max(metadata.offset, reached.get((table, tp), -1))
         for (table, tp), offset in reached.items():
             table.data.set_persisted_offset(tp, offset)
         ack = self.app.consumer.ack
         for message in batch.messages:
             ack(message)
             self.processed_offset[(message.topic, message.partition)] = message.offset + 1
+
+    @staticmethod
+    async def _persisted(
+        table: Any,
+        acknowledgements: list[Awaitable[Any] | None],
+        reached: dict[tuple[Any, TP], int],
+    ) -> None:
+        """Wait for a table's changelog writes; note the last offset of each partition."""
+        for acknowledgement in acknowledgements:
+            if acknowledgement is not None:
+                metadata = await acknowledgement
+                tp = TP(metadata.topic, metadata.partition)
+                reached[(table, tp)] = max(metadata.offset, reached.get((table, tp), -1))
 
     def _give_back(self) -> None:
         """Drop what was read and not processed, unacknowledged (faust is about to wait
@@ -390,7 +404,7 @@ class TriggerWorker:
             if state is not None and _already_processed(state, topic, message):
                 metrics.EVENTS_DUPLICATE.inc()
                 return
-            step = self._engine(partition).handle(event.user_id, state, event)
+            step = self._engine(partition).handle(event.user_id, state, event, message.offset)
         except Exception as error:  # a bug must cost one event, never the worker
             log.exception("the engine failed on %s offset %s", message.topic, message.offset)
             if user is not None:
@@ -487,7 +501,7 @@ class TriggerWorker:
                 assert state is not None
                 state = engine.fire_due(user_id, state, done.now).state
                 continue
-            state = engine.handle(user_id, state, done.event).state
+            state = engine.handle(user_id, state, done.event, done.message.offset).state
             if state is not None and done.topic is not None:
                 state.processed[done.topic] = [user.partition, done.message.offset]
         user.state = state
@@ -540,11 +554,12 @@ class TriggerWorker:
 
     async def _store_pairs(self, partition: int, sku: str) -> Awaitable[Any] | None:
         """Write the co-purchase counts of one SKU to RocksDB and the changelog."""
-        partners = self.copurchases[partition].pairs.get(sku)
+        counts = self.copurchases[partition]
+        partners = counts.pairs.get(sku)
         if partners is None:
             return None
         key = f"{partition}:{sku}".encode()
-        value = orjson.dumps(partners)
+        value = orjson.dumps([partners, counts.through.get(sku, -1)])
         self._database(partition, self.copurchase_table).put(key, value)
         return await self._changelog(self.copurchase_table, partition, key, value)
 
@@ -672,7 +687,10 @@ class TriggerWorker:
             partition_text, _, sku = key.decode().partition(":")
             counts = self.copurchases.get(int(partition_text))
             if counts is not None:
-                counts.pairs[sku] = orjson.loads(value)
+                stored = orjson.loads(value)
+                if isinstance(stored, dict):  # as written before the counts kept offsets
+                    stored = [stored, -1]
+                counts.pairs[sku], counts.through[sku] = stored
         self.engines = {}
         self.schedules = {}
         self.recent.clear()  # the store may have changed (recovered from changelogs)
