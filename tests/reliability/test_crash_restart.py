@@ -11,46 +11,26 @@ notification services drop a trigger_id they have seen).
 from __future__ import annotations
 
 import random
-from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.reliability.respect import read_events, violations
+from tests.reliability.parity import assert_decided_as_replay
+from tests.reliability.respect import read_events
 from tests.reliability.streams import respectful_traffic
 from tests.scenarios import RULES
 from tests.worker_support import (
     WorkerProcess,
-    assert_same_decisions,
     create_topics,
-    decision_keys,
     produce,
     replayed,
-    triggers,
-    wait_for_records,
 )
-from triggerstream.records import DECISIONS_TOPIC
 from triggerstream.settings import Settings
 
 EVENTS = 200_000
 USERS = 10_000
 KILLS = 4
 SEED = 20261122
-
-
-def repeats(records: list[dict[str, Any]], key: str) -> Counter[str]:
-    """How often each id was sent more than once."""
-    return Counter({k: n - 1 for k, n in Counter(r[key] for r in records).items() if n > 1})
-
-
-def assert_repeats_are_identical(records: list[dict[str, Any]], key: str) -> None:
-    """A record sent again is the same record (bar its wall-clock time)."""
-    seen: dict[str, dict[str, Any]] = {}
-    for record in records:
-        same = {k: v for k, v in record.items() if k != "emitted_at"}
-        first = seen.setdefault(record[key], same)
-        assert first == same, f"{key} {record[key]} sent twice, differently"
 
 
 # Tansu answers ListOffsets(LATEST) with the first offset of the last batch + 1, so faust
@@ -78,19 +58,6 @@ def test_a_worker_killed_at_random_points_decides_what_replay_decides(
     print(f"killed after {killed_after} events of each life (seed {SEED})")
     assert sum(killed_after) < len(read_events(events)), "the stream ended before the kills"
 
-    got = wait_for_records(
-        settings, DECISIONS_TOPIC, len(expected["decisions"]), timeout=600, must=False
-    )
-    assert_same_decisions(got, expected["decisions"])
-    assert set(decision_keys(got)) == set(decision_keys(expected["decisions"]))
-    assert_repeats_are_identical(got, "decision_id")
-    sent = triggers(settings)
-    assert {t["trigger_id"] for t in sent} == {t["trigger_id"] for t in expected["triggers"]}
-    assert_repeats_are_identical(sent, "trigger_id")
-    print(
-        f"{len(got)} decisions ({sum(repeats(got, 'decision_id').values())} repeats), "
-        f"{len(sent)} triggers ({sum(repeats(sent, 'trigger_id').values())} repeats) "
-        f"after {KILLS} kills"
-    )
-    assert violations(read_events(events), sent, RULES) == []
+    summary = assert_decided_as_replay(settings, expected, events, RULES, tmp_path)
+    print(f"{summary} after {KILLS} kills")
     assert worker.stop() == 0, worker.log()[-3000:]

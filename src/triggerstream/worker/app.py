@@ -10,6 +10,7 @@ from typing import Any, cast
 
 import faust
 from faust.tables.manager import TableManager
+from faust.tables.recovery import Recovery
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.transport.producer import ProducerBuffer
 from faust.types import TP, EventT, Message
@@ -275,6 +276,27 @@ class _Change:
         self.message = message
 
 
+class _Recovery(Recovery):
+    """faust's recovery, for changelogs applied by ``WorkerApp.apply_changelogs``."""
+
+    def _set_recovery_started(self) -> None:
+        # faust's own changelog loop clears the end-of-recovery signal before each
+        # message it takes off its queue. Here the changelogs never reach that queue, so
+        # a recovery begun within 5 s of the last (two rebalances in quick succession)
+        # found the last one's end still signalled and ended at once, unread: the
+        # partitions it took over were processed with their users' state missing.
+        self.signal_recovery_end.clear()
+        super()._set_recovery_started()
+
+
+class _TableManager(TableManager):
+    @property
+    def recovery(self) -> Recovery:
+        if self._recovery is None:
+            self._recovery = _Recovery(self.app, self, beacon=self.beacon, loop=self.loop)
+        return self._recovery
+
+
 class WorkerApp(faust.App):
     """A faust app that lets the worker give back what it has read but not processed
     before faust waits for every message in hand to be acknowledged (on a rebalance and
@@ -359,6 +381,7 @@ def build_app(settings: Settings, partitions: int, replicas: int) -> WorkerApp:
         "consumer_auto_offset_reset": "earliest",
         "processing_guarantee": settings.processing_guarantee,
         "store": "rocksdb://",
+        "TableManager": _TableManager,
         "datadir": str(settings.data_dir),
         "topic_partitions": partitions,
         "topic_allow_declare": True,
