@@ -71,7 +71,20 @@ def parse_rules(text: str, file: str = "<rules>") -> RulesFile:
     """Validate the text of a rules file; :class:`RulesError` names every problem."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
+        if root is not None and _expanded_size(root, {}) > MAX_VALUES:
+            raise RulesError(
+                file,
+                [
+                    Problem(
+                        (),
+                        f"the file expands to more than {MAX_VALUES:,} values through its "
+                        "aliases (*name); write the repeated parts out or use fewer aliases",
+                    )
+                ],
+            )
         document = yaml.safe_load(text)
+    except RecursionError:
+        raise RulesError(file, [Problem((), "not valid YAML: nested too deeply")]) from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         problem = getattr(error, "problem", None) or str(error)
@@ -98,6 +111,25 @@ def parse_rules(text: str, file: str = "<rules>") -> RulesFile:
     if problems:
         raise RulesError(file, _in_file_order(problems))
     return RulesFile.model_validate(document)
+
+
+MAX_VALUES = 100_000
+"""A rules file holding more values than this once its aliases are expanded is refused:
+a few lines of anchors and aliases can stand for billions of values."""
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
+    """How many values the node stands for with every alias expanded (each node counted
+    once per path to it; shared nodes measured once)."""
+    size = sizes.get(id(node))
+    if size is None:
+        size = 1
+        if isinstance(node, yaml.MappingNode):
+            size += sum(_expanded_size(k, sizes) + _expanded_size(v, sizes) for k, v in node.value)
+        elif isinstance(node, yaml.SequenceNode):
+            size += sum(_expanded_size(item, sizes) for item in node.value)
+        size = sizes[id(node)] = min(size, MAX_VALUES + 1)
+    return size
 
 
 def _validate_parts(document: dict[Any, Any]) -> tuple[dict[str, Any], list[tuple[Path_, str]]]:
