@@ -89,6 +89,10 @@ class WorkerProcess:
 
     def processed(self) -> float:
         """Input events the worker has processed, as its /metrics says."""
+        return self.metric("triggerstream_events_total")
+
+    def metric(self, name: str) -> float:
+        """The sum of a metric's samples (every label) on the worker's /metrics."""
         url = f"http://127.0.0.1:{self.web_port}/metrics"
         with urllib.request.urlopen(url, timeout=10) as page:
             text = page.read().decode()
@@ -96,7 +100,7 @@ class WorkerProcess:
             sample.value
             for family in text_string_to_metric_families(text)
             for sample in family.samples
-            if sample.name == "triggerstream_events_total"
+            if sample.name == name
         )
 
     def wait_processed(self, events: float = 1, timeout: float = 120) -> float:
