@@ -91,11 +91,15 @@ class WorkerProcess:
         """Input events the worker has processed, as its /metrics says."""
         return self.metric("triggerstream_events_total")
 
-    def metric(self, name: str) -> float:
-        """The sum of a metric's samples (every label) on the worker's /metrics."""
+    def metrics_text(self) -> str:
+        """The worker's /metrics page."""
         url = f"http://127.0.0.1:{self.web_port}/metrics"
         with urllib.request.urlopen(url, timeout=10) as page:
-            text = page.read().decode()
+            return str(page.read().decode())
+
+    def metric(self, name: str) -> float:
+        """The sum of a metric's samples (every label) on the worker's /metrics."""
+        text = self.metrics_text()
         return sum(
             sample.value
             for family in text_string_to_metric_families(text)

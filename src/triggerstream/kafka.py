@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterable
@@ -15,7 +16,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError
+from aiokafka.conn import create_conn
+from aiokafka.errors import AuthenticationFailedError, KafkaError, SaslAuthenticationFailed
 
 from triggerstream.settings import Settings
 from triggerstream.topics import TopicSpec
@@ -67,7 +69,7 @@ class Admin:
             await asyncio.wait_for(self._client.start(), self.settings.request_timeout)
         except (KafkaError, OSError, TimeoutError) as error:
             await self._client.close()
-            raise unreachable(self.settings, error) from None
+            raise await unreachable(self.settings, error) from None
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -100,12 +102,63 @@ class Admin:
             raise KafkaUnavailable("the broker refused to create " + "; ".join(failures))
 
 
-def unreachable(settings: Settings, error: BaseException) -> KafkaUnavailable:
+async def unreachable(settings: Settings, error: BaseException) -> KafkaUnavailable:
+    """One clear line for a client that could not start: the credentials or the
+    certificate refused if a direct connection says so, else the broker not reached.
+    (aiokafka reports every failed bootstrap as "Unable to bootstrap".)"""
+    refused = await _refusal(settings)
+    if refused is not None:
+        return KafkaUnavailable(refused)
     detail = str(error) or type(error).__name__
     return KafkaUnavailable(
         f"cannot reach Kafka at {settings.kafka_bootstrap} ({detail}); is the broker running? "
         "Set TRIGGERSTREAM_KAFKA_BOOTSTRAP or --bootstrap to its address."
     )
+
+
+async def _refusal(settings: Settings) -> str | None:
+    """Why a broker that answers refuses this client (authentication or TLS), if it
+    does: what one direct connection to each bootstrap address says."""
+    options = settings.kafka_options()
+    for address in settings.kafka_bootstrap.split(","):
+        host, _, port = address.strip().rpartition(":")
+        try:
+            connection = await asyncio.wait_for(
+                create_conn(
+                    host,
+                    int(port),
+                    security_protocol=settings.security_protocol,
+                    ssl_context=options.get("ssl_context"),
+                    sasl_mechanism=options.get("sasl_mechanism"),
+                    sasl_plain_username=options.get("sasl_plain_username"),
+                    sasl_plain_password=options.get("sasl_plain_password"),
+                    request_timeout_ms=int(settings.request_timeout * 1000),
+                ),
+                settings.request_timeout,
+            )
+        except (SaslAuthenticationFailed, AuthenticationFailedError):
+            return (
+                f"Kafka at {address} refused the credentials of user "
+                f"{settings.sasl_username!r} ({settings.sasl_mechanism}): check "
+                "TRIGGERSTREAM_SASL_USERNAME, TRIGGERSTREAM_SASL_PASSWORD and "
+                "TRIGGERSTREAM_SASL_MECHANISM."
+            )
+        except ssl.SSLCertVerificationError as failure:
+            return (
+                f"the TLS certificate of Kafka at {address} is not trusted "
+                f"({failure.verify_message}): set TRIGGERSTREAM_SSL_CAFILE to the CA that "
+                "signed it."
+            )
+        except ssl.SSLError as failure:
+            return (
+                f"no TLS connection to Kafka at {address} ({failure.reason}): is that "
+                f"listener's protocol TRIGGERSTREAM_SECURITY_PROTOCOL="
+                f"{settings.security_protocol}?"
+            )
+        except (KafkaError, OSError, TimeoutError, ValueError):
+            continue
+        connection.close()
+    return None
 
 
 def _new_topic(name: str, partitions: int, replicas: int, configs: dict[str, str]) -> NewTopic:
@@ -155,7 +208,7 @@ async def produce(settings: Settings, messages: Iterable[tuple[str, bytes | None
         await asyncio.wait_for(producer.start(), settings.request_timeout)
     except (KafkaError, OSError, TimeoutError) as error:
         await producer.stop()
-        raise unreachable(settings, error) from None
+        raise await unreachable(settings, error) from None
     sent = 0
     try:
         pending = []
@@ -199,7 +252,7 @@ async def reading(
         await asyncio.wait_for(consumer.start(), settings.request_timeout)
     except (KafkaError, OSError, TimeoutError) as error:
         await consumer.stop()
-        raise unreachable(settings, error) from None
+        raise await unreachable(settings, error) from None
     try:
         assigned = [TopicPartition(name, p) for name in names for p in range(partitions[name])]
         consumer.assign(assigned)

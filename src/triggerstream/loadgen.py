@@ -54,7 +54,7 @@ class Load:
             await asyncio.wait_for(producer.start(), self.settings.request_timeout)
         except (KafkaError, OSError, TimeoutError) as error:
             await producer.stop()
-            raise unreachable(self.settings, error) from None
+            raise await unreachable(self.settings, error) from None
         began = time.monotonic()
         pending: list[asyncio.Future[Any]] = []
         try:

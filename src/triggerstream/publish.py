@@ -48,7 +48,7 @@ class EventPublisher:
             await asyncio.wait_for(self._producer.start(), self.settings.request_timeout)
         except (KafkaError, OSError, TimeoutError) as error:
             await self._producer.stop()
-            raise unreachable(self.settings, error) from None
+            raise await unreachable(self.settings, error) from None
 
     async def stop(self) -> None:
         """Flush what is buffered and close."""

@@ -15,6 +15,7 @@ import contextlib
 import fcntl
 import functools
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -279,6 +280,7 @@ class ApacheKafkaBroker:
         port: int | None = None,
         controller_port: int | None = None,
         jvm_options: Sequence[str] = (),
+        scram_users: Mapping[str, str] | None = None,
     ) -> None:
         picked = free_ports(2)
         self.port = port if port is not None else picked[0]
@@ -289,6 +291,9 @@ class ApacheKafkaBroker:
         self._extra_properties = dict(extra_properties or {})
         self._cache_dir = cache_dir
         self._jvm_options = list(jvm_options)
+        self._scram_users = dict(scram_users or {})
+        """name -> password, stored as SCRAM-SHA-256 and SCRAM-SHA-512 credentials when
+        the storage is formatted (for SASL listeners in ``extra_properties``)."""
         self._work_dir: Path | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._spawned_at = 0.0
@@ -435,8 +440,12 @@ class ApacheKafkaBroker:
             _new_cluster_id(),
             "--standalone",
         ]
+        for name, password in self._scram_users.items():
+            for mechanism in ("SCRAM-SHA-256", "SCRAM-SHA-512"):
+                command += ["--add-scram", f"{mechanism}=[name={name},password={password}]"]
         with self.log_path.open("ab") as log:
-            log.write(f"--- triggerstream: {shlex.join(command)}\n".encode())
+            shown = [re.sub(r"password=[^\]]*", "password=***", part) for part in command]
+            log.write(f"--- triggerstream: {shlex.join(shown)}\n".encode())
             log.flush()
             result = subprocess.run(
                 command,
