@@ -73,6 +73,8 @@ WAKE_INTERVAL = 1.0
 LIVE_WINDOW = 60.0
 """A partition whose latest event occurred less than this long ago is read live: its
 timers follow the wall clock even if a few events are still queued."""
+ERASURE_COMPACTION_INTERVAL = 30.0
+"""Seconds between two compactions of erased users out of the RocksDB files."""
 MAX_WAIT = 0.5
 """Seconds the consumer must have had nothing for the worker before read messages stop
 waiting for an input of their partition whose end is not known yet (event-time order)."""
@@ -150,6 +152,8 @@ class TriggerWorker:
         self.partitions: list[int] = []
         """The partitions this worker owns, once ready."""
         self.users_tracked = 0
+        self.erased: dict[int, set[bytes]] = {}
+        """Per partition: the users erased since the store was last compacted."""
         self.databases: dict[tuple[str, int], Any] = {}
         """Each table's RocksDB database per partition owned (by table name)."""
         self.recent: dict[bytes, UserState] = {}
@@ -178,9 +182,13 @@ class TriggerWorker:
         app.timer(WAKE_INTERVAL, name="triggerstream.wake_due_users")(self._wake_due_users)
         app.timer(MAX_WAIT / 4, name="triggerstream.release_waiting")(self._release_waiting)
         app.timer(RULES_CHECK_INTERVAL, name="triggerstream.watch_rules")(self._watch_rules)
+        app.timer(ERASURE_COMPACTION_INTERVAL, name="triggerstream.compact_erased")(
+            self._compact_erased
+        )
         # mode types a receiver as a union of callables, which mypy cannot match.
         app.on_rebalance_complete.connect(self._on_rebalance_complete)  # type: ignore[arg-type]
         app.on_partitions_revoked.connect(self._on_partitions_revoked)  # type: ignore[arg-type]
+        app.on_before_shutdown.connect(self._on_before_shutdown)  # type: ignore[arg-type]
 
     # --- input ----------------------------------------------------------------------
 
@@ -517,6 +525,7 @@ class TriggerWorker:
             if not user.stored:
                 return None
             self._database(partition).delete(key)
+            self.erased.setdefault(partition, set()).add(key)
             self._count_users(-1)
             return await self._changelog(self.users, partition, key, None)
         value = user.state.to_bytes()
@@ -526,6 +535,27 @@ class TriggerWorker:
             self._count_users(+1)
         self._schedule(partition).set(user_id, self._engine(partition).next_due(user.state))
         return await self._changelog(self.users, partition, key, value)
+
+    async def _compact_erased(self) -> None:
+        """Rewrite the RocksDB files that held the users erased lately: a delete only
+        adds a tombstone, and the erased state stays in older files until compaction
+        drops both. One compaction per partition over the erased keys' range (on a
+        timer, and before partitions are given up: on a rebalance and on stopping).
+        Compaction changes no value read, so a batch may be half-way meanwhile."""
+        erased, self.erased = self.erased, {}
+        for partition, keys in erased.items():
+            # The handle the deletes went through (faust may have let go of its own).
+            database = self.databases.get((self.users.name, partition))
+            if database is None:
+                continue
+            began = time.perf_counter()
+            database.compact_range(min(keys), max(keys))
+            log.info(
+                "partition %s: %s erased user(s) compacted out of RocksDB in %.2fs",
+                partition,
+                len(keys),
+                time.perf_counter() - began,
+            )
 
     def _remember(self, key: bytes, state: UserState) -> None:
         """Keep a user's state decoded for the next batch, the least recent forgotten."""
@@ -660,10 +690,16 @@ class TriggerWorker:
     ) -> None:
         self.ready = False
         self.recent.clear()
+        await self._compact_erased()
         # faust has let go of the revoked partitions' databases; a handle kept here
         # would hold RocksDB's lock when faust opens one again.
         self.databases = {}
         metrics.READY.set(0)
+
+    async def _on_before_shutdown(
+        self, sender: Any, *args: Any, signal: Any, **kwargs: Any
+    ) -> None:
+        await self._compact_erased()  # the input stopped: no batch is under way
 
     async def _on_rebalance_complete(
         self, sender: Any, *args: Any, signal: Any, **kwargs: Any
