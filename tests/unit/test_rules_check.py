@@ -211,3 +211,10 @@ def test_replay_refuses_an_unusable_rules_file_with_one_line_and_exit_2(tmp_path
     )
     assert missing.returncode == 2
     assert "--rules" in missing.stderr
+
+
+def test_an_unknown_top_level_key_is_named_not_a_crash() -> None:
+    # Found by tests/reliability/test_hostile_input.py: this raised KeyError.
+    with pytest.raises(RulesError) as refused:
+        parse_rules("offers: {}\nrules: []\npolcy: {}\n")
+    assert "polcy: unknown key `polcy`" in str(refused.value)

@@ -202,7 +202,7 @@ _CATALOG: TypeAdapter[Catalog] = TypeAdapter(Catalog)
 
 
 def _message(error: Any) -> str:
-    message = str(error["msg"]).removeprefix("Value error, ")
+    message = str(error.get("msg", "")).removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
         key = error["loc"][-1]
         if key is True:
