@@ -118,7 +118,10 @@ async def unreachable(settings: Settings, error: BaseException) -> KafkaUnavaila
 
 async def _refusal(settings: Settings) -> str | None:
     """Why a broker that answers refuses this client (authentication or TLS), if it
-    does: what one direct connection to each bootstrap address says."""
+    does: what one direct connection to each bootstrap address says. Over PLAINTEXT
+    there is nothing to refuse, and no second wait for a broker that is not there."""
+    if settings.security_protocol == "PLAINTEXT":
+        return None
     options = settings.kafka_options()
     for address in settings.kafka_bootstrap.split(","):
         host, _, port = address.strip().rpartition(":")
