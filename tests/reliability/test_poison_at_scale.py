@@ -97,13 +97,15 @@ def test_every_kind_of_bad_input_amid_traffic_goes_to_the_dead_letter_topic(
     create_topics(cli_env)
     expected = replayed(events, tmp_path, cli_env)
 
-    worker = WorkerProcess(cli_env, RULES, tmp_path).start()
-    workers.append(worker)
-    worker.wait_ready()
+    # A backlog: produced live, a user's events on two topics may arrive swapped and
+    # are then decided in arrival order (DESIGN.md), where replay has them in time order.
     halves = len(bad) // 2
     asyncio.run(send_raw(settings, [(t, u.encode(), v) for u, t, v, _ in bad[:halves]]))
     produce(cli_env, events)
     asyncio.run(send_raw(settings, [(t, u.encode(), v) for u, t, v, _ in bad[halves:]]))
+    worker = WorkerProcess(cli_env, RULES, tmp_path).start()
+    workers.append(worker)
+    worker.wait_ready()
 
     dead = wait_for_records(settings, DEAD_LETTER_TOPIC, len(bad), timeout=300)
     assert Counter((d["topic"], d["reason_code"]) for d in dead) == Counter(
