@@ -13,6 +13,7 @@ decide the matches of this moment in priority order.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -358,6 +359,9 @@ class Engine:
     ) -> list[Match]:
         found: list[Match] = []
         props = event.properties
+        # The user's clock: an event that arrives late is decided now, not in a past
+        # the later events have already changed (sends, sessions, caps).
+        now = state.latest_at
         for rule in self.on_type.get(qualified, ()):
             if not rule.where_holds(props):
                 continue
@@ -368,8 +372,11 @@ class Engine:
                 value = 1.0 if rule.kind == "count" else float(getattr(props, rule.spec.field))
                 entries = state.windows.setdefault(rule.id, [])
                 add(entries, at, value, rule.within)
+                # The window ends at the user's clock: an event that arrives late counts
+                # if it falls inside the last `within`, and one older than that changes
+                # nothing now (no trigger for a moment long gone).
                 if rule.kind == "count":
-                    count = window_count(entries, at, rule.within)
+                    count = window_count(entries, now, rule.within)
                     if count < rule.spec.at_least:
                         continue
                     facts = {"count": count, "within": summaries.span(rule.within)}
@@ -378,7 +385,7 @@ class Engine:
                         f"{summaries.span(rule.within)}"
                     )
                 else:
-                    count, summed = total(entries, at, rule.within)
+                    count, summed = total(entries, now, rule.within)
                     if summed < rule.spec.at_least:
                         continue
                     facts = {"sum": summed, "field": rule.spec.field, "events": count}
@@ -387,9 +394,9 @@ class Engine:
                         f"{summaries.plural(rule.noun, count)} in the last "
                         f"{summaries.span(rule.within)}"
                     )
-            found.append(self._matched(rule, event, qualified, at, facts, summary, basket))
+            found.append(self._matched(rule, event, qualified, at, now, facts, summary, basket))
         if qualified == "usage.quota_usage":
-            found += self._quota(state, event, at)
+            found += self._quota(state, event, at, now)
         elif qualified == "support.nps_submitted":
             score = props.score  # type: ignore[union-attr]
             for rule in self.nps_rules:
@@ -397,9 +404,11 @@ class Engine:
                 if (low is None or score >= low) and (high is None or score <= high):
                     summary = f"NPS {score} ({nps_category(score)})"
                     found.append(
-                        self._matched(rule, event, qualified, at, {"score": score}, summary, ())
+                        self._matched(
+                            rule, event, qualified, at, now, {"score": score}, summary, ()
+                        )
                     )
-        self._set_deadlines(state, event, qualified, at)
+        self._set_deadlines(state, event, qualified, at, now)
         matches = []
         for match in found:
             if not match.rule.profile_holds(state):
@@ -408,10 +417,10 @@ class Engine:
                 self._set_timer(
                     state,
                     Timer(
-                        due=at + match.rule.delay,
+                        due=now + match.rule.delay,
                         rule_id=match.rule.id,
                         kind="delay",
-                        set_at=at,
+                        set_at=now,
                         cause_id=match.cause_id,
                         cause_type=match.cause_type,
                         cause_at=at,
@@ -429,14 +438,18 @@ class Engine:
         event: Event,
         qualified: str,
         at: float,
+        now: float,
         facts: dict[str, Any],
         summary: str,
         basket: tuple[str, ...],
     ) -> Match:
-        return Match(rule, at, event.event_id, qualified, at, None, facts, summary, basket)
+        """A match of the event at ``at``, decided at the user's clock ``now``."""
+        return Match(rule, now, event.event_id, qualified, at, None, facts, summary, basket)
 
-    def _quota(self, state: UserState, event: Event, at: float) -> list[Match]:
+    def _quota(self, state: UserState, event: Event, at: float, now: float) -> list[Match]:
         props: Any = event.properties
+        if not _latest_word(state, f"quota.{props.resource}", at):
+            return []  # an older reading, late: the newer one stands
         fraction = props.used / props.limit
         found = []
         for rule in self.quota_rules:
@@ -459,11 +472,13 @@ class Engine:
                     f"{props.resource} at {int(fraction * 100)}% of {summaries.number(props.limit)}"
                 )
                 found.append(
-                    self._matched(rule, event, "usage.quota_usage", at, facts, summary, ())
+                    self._matched(rule, event, "usage.quota_usage", at, now, facts, summary, ())
                 )
         return found
 
-    def _set_deadlines(self, state: UserState, event: Event, qualified: str, at: float) -> None:
+    def _set_deadlines(
+        self, state: UserState, event: Event, qualified: str, at: float, now: float
+    ) -> None:
         props: Any = event.properties
         for rule in self.deadline_rules.get(qualified, ()):
             field_name = rule.spec.field
@@ -481,7 +496,7 @@ class Engine:
                     due=end - before,
                     rule_id=rule.id,
                     kind="deadline",
-                    set_at=at,
+                    set_at=now,
                     cause_id=event.event_id,
                     cause_type=qualified,
                     cause_at=at,
@@ -888,7 +903,8 @@ def _ticket_resolved(state: UserState, props: Any, at: float) -> None:
 
 
 def _nps_submitted(state: UserState, props: Any, at: float) -> None:
-    state.nps_score = props.score
+    if _latest_word(state, "nps", at):
+        state.nps_score = props.score
 
 
 def _profile_updated(state: UserState, props: Any, at: float) -> None:
@@ -901,18 +917,20 @@ def _profile_updated(state: UserState, props: Any, at: float) -> None:
 
 
 def _consent_updated(state: UserState, props: Any, at: float) -> None:
-    state.consent[props.channel] = props.granted
+    if _latest_word(state, f"consent.{props.channel}", at):
+        state.consent[props.channel] = props.granted
 
 
 def _preferences_updated(state: UserState, props: Any, at: float) -> None:
-    if props.offers_opt_out is not None:
+    if props.offers_opt_out is not None and _latest_word(state, "offers_opt_out", at):
         state.offers_opt_out = props.offers_opt_out
-    if props.snooze_all_until is not None:
+    if props.snooze_all_until is not None and _latest_word(state, "snooze_all_until", at):
         state.snooze_all_until = props.snooze_all_until.timestamp()
 
 
 def _offer_dismissed(state: UserState, props: Any, at: float) -> None:
-    state.dismissed[props.offer_id] = at
+    # An older dismissal delivered late does not shorten the dismiss cooldown.
+    state.dismissed[props.offer_id] = max(at, state.dismissed.get(props.offer_id, at))
 
 
 def _offer_snoozed(state: UserState, props: Any, at: float) -> None:
@@ -920,4 +938,15 @@ def _offer_snoozed(state: UserState, props: Any, at: float) -> None:
 
 
 def _unsubscribed(state: UserState, props: Any, at: float) -> None:
-    state.consent[props.channel] = False
+    if _latest_word(state, f"consent.{props.channel}", at):
+        state.consent[props.channel] = False
+
+
+def _latest_word(state: UserState, fact: str, at: float) -> bool:
+    """Whether a value of ``fact`` said at ``at`` is the user's latest word on it (not
+    older than the one held; equal times: the later arrival). Out of order, a consent
+    given before a withdrawal and delivered after it must not undo the withdrawal."""
+    if state.said_at.get(fact, -math.inf) > at:
+        return False
+    state.said_at[fact] = at
+    return True

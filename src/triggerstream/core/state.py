@@ -100,6 +100,10 @@ class UserState:
     consent: dict[str, bool] = field(default_factory=dict)
     offers_opt_out: bool = False
     snooze_all_until: float | None = None
+    said_at: dict[str, float] = field(default_factory=dict)
+    """fact -> event time of the value held, for the facts whose latest word counts
+    (consent per channel, opt-out, snooze, NPS, each quota's reading): a value said
+    earlier that arrives later does not replace it."""
     # offer history
     last_trigger: dict[str, float] = field(default_factory=dict)
     """rule id -> time of its last emitted or held-out decision (cooldowns)."""
