@@ -395,15 +395,31 @@ class ApacheKafkaBroker:
         self._terminate(kill=False)
         self._remove_work_dir(keep=keep_logs or self.keep_dir)
 
-    def restart(self, timeout: float = 60, *, kill: bool = False) -> Self:
+    def restart(self, timeout: float = 60, *, kill: bool = False, down_for: float = 0) -> Self:
         """Stop and start the broker on the same ports and data; ``kill`` uses SIGKILL.
 
-        A SIGKILL skips the controlled shutdown, like a crash would.
+        A SIGKILL skips the controlled shutdown, like a crash would. ``down_for``
+        seconds pass between the stop and the start.
         """
         if self._work_dir is None:
             raise RuntimeError(f"{self!r} has no data to restart on (never started, or removed)")
         self._terminate(kill=kill)
+        time.sleep(down_for)
         return self.start(timeout)
+
+    def pause(self) -> None:
+        """SIGSTOP: the broker keeps its connections and answers nothing (a stalled
+        disk or VM), until :meth:`resume`."""
+        self._signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT after :meth:`pause`."""
+        self._signal(signal.SIGCONT)
+
+    def _signal(self, signum: int) -> None:
+        if self._process is None or self._process.poll() is not None:
+            raise RuntimeError(f"{self!r} is not running")
+        self._process.send_signal(signum)
 
     def __enter__(self) -> Self:
         return self.start()
@@ -511,6 +527,7 @@ class ApacheKafkaBroker:
         if process is None or process.poll() is not None:
             return
         process.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+        process.send_signal(signal.SIGCONT)  # a paused broker would not see the SIGTERM
         try:
             process.wait(_STOP_GRACE_SECONDS)
         except subprocess.TimeoutExpired:
