@@ -96,13 +96,23 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=10)
     parser.add_argument("--users", type=int, default=10_000)
     parser.add_argument("--every", type=float, default=30, help="seconds between samples")
+    parser.add_argument(
+        "--rocksdb-memory",
+        type=int,
+        help="MiB for RocksDB (TRIGGERSTREAM_ROCKSDB_MEMORY, default 512); memory fills "
+        "up to it as the write buffers and block cache fill, so a small budget shows a "
+        "leak sooner",
+    )
     args = parser.parse_args()
     seconds = args.minutes * 60
     with scratch() as folder_name, broker(args.broker) as bootstrap:
         folder = Path(folder_name)
         settings = Settings(kafka_bootstrap=bootstrap, topic_prefix="soak.")
         topics(settings)
-        worker = Worker(settings, RULES, folder).start()
+        worker = Worker(settings, RULES, folder)
+        if args.rocksdb_memory:
+            worker.env["TRIGGERSTREAM_ROCKSDB_MEMORY"] = str(args.rocksdb_memory)
+        worker.start()
         worker.wait_ready(1)
         loadgen_log = (folder / "loadgen.log").open("wb")
         loadgen = subprocess.Popen(
@@ -160,7 +170,7 @@ def main() -> int:
     record(
         "soak",
         f"loadgen --react {args.rate:g} events/s, {args.users} users, {args.minutes:g} min, "
-        f"examples/rules.yaml, {args.broker}",
+        f"examples/rules.yaml, rocksdb {args.rocksdb_memory or 512} MiB, {args.broker}",
         [
             ("processed", round(processed), "events/s"),
             ("rss first third", round(statistics.median(s.rss_mib for s in first)), "MiB"),
