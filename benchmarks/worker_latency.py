@@ -31,6 +31,7 @@ import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from harness import RESULTS, Worker, broker, record, scratch, topics
 
+from triggerstream.kafka import Admin
 from triggerstream.settings import Settings
 
 RULES = {
@@ -71,12 +72,12 @@ async def measure(
     consumer = AIOKafkaConsumer(**settings.kafka_options(), fetch_max_wait_ms=20)
     await consumer.start()
     push = settings.topic("offer-triggers.push")
-    partitions = consumer.partitions_for_topic(push) or set()
-    while not partitions:
-        await consumer.topics()
-        partitions = consumer.partitions_for_topic(push) or set()
-        await asyncio.sleep(0.1)
-    assigned = [TopicPartition(push, p) for p in partitions]
+    # From the cluster, not the consumer's metadata: a consumer that started before the
+    # topic's metadata reached its broker would not see the topic for minutes
+    # (consumer.topics() does not refresh partitions_for_topic), and the run stalled.
+    async with Admin(settings) as admin:
+        count = (await admin.topic_partitions())[push]
+    assigned = [TopicPartition(push, p) for p in range(count)]
     consumer.assign(assigned)
     await consumer.seek_to_end(*assigned)
     usage = settings.topic("usage-events")

@@ -4,6 +4,7 @@ and how settings become faust's configuration."""
 from __future__ import annotations
 
 import faust
+import pytest
 from pydantic import SecretStr
 
 from triggerstream.settings import Settings
@@ -138,3 +139,30 @@ def test_the_faust_app_takes_the_settings() -> None:
     assert app.conf.web_port == 7000
     assert app.conf.web_bind == "127.0.0.1"
     assert str(app.conf.processing_guarantee.value) == "exactly_once"
+
+
+def test_the_recent_states_are_bounded_by_their_stored_size_not_only_by_users(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from triggerstream.core.state import UserState
+    from triggerstream.worker import stream
+
+    monkeypatch.setattr(stream, "RECENT_BYTES", 1000)
+    recent = stream.RecentStates()
+    for n in range(5):
+        recent.remember(f"u{n}".encode(), UserState(), 300)
+    # 1,500 bytes of states: the two least recent are forgotten.
+    assert [recent.get(f"u{n}".encode()) is not None for n in range(5)] == [
+        False,
+        False,
+        True,
+        True,
+        True,
+    ]
+    assert recent.bytes == 900
+    recent.remember(b"u2", UserState(), 600)  # a state grew: it is the most recent now
+    assert recent.get(b"u3") is None
+    assert recent.get(b"u2") is not None
+    assert recent.bytes == 900
+    recent.forget(b"u2")
+    assert (len(recent), recent.bytes) == (1, 300)

@@ -91,6 +91,45 @@ backlog of 2.2 million profile events an hour earlier was read."""
 RECENT_USERS = 10_000
 """Users whose state stays decoded in memory between batches (the most recent): a user
 in a session sends several events a minute, each batch would decode them again."""
+RECENT_BYTES = 32 * 1024 * 1024
+"""And at most this much of their stored (encoded) state: a decoded state takes several
+times its encoded size, and the states of very active users grow with their day (every
+event id of the last 24 hours is kept). Counting users alone let a soak of 10,000 busy
+users grow the worker by 0.2-0.7 MiB/s."""
+
+
+class RecentStates:
+    """The decoded states of the users stored most recently, the least recent
+    forgotten first, within ``RECENT_USERS`` users and ``RECENT_BYTES`` encoded bytes."""
+
+    def __init__(self) -> None:
+        self.states: dict[bytes, tuple[UserState, int]] = {}
+        self.bytes = 0
+
+    def get(self, key: bytes) -> UserState | None:
+        kept = self.states.get(key)
+        return None if kept is None else kept[0]
+
+    def forget(self, key: bytes) -> None:
+        kept = self.states.pop(key, None)
+        if kept is not None:
+            self.bytes -= kept[1]
+
+    def clear(self) -> None:
+        self.states.clear()
+        self.bytes = 0
+
+    def remember(self, key: bytes, state: UserState, size: int) -> None:
+        self.forget(key)
+        self.states[key] = (state, size)
+        self.bytes += size
+        states = self.states
+        while len(states) > RECENT_USERS or self.bytes > RECENT_BYTES:
+            oldest = next(iter(states))
+            self.bytes -= states.pop(oldest)[1]
+
+    def __len__(self) -> int:
+        return len(self.states)
 
 
 class TriggerWorker:
@@ -156,7 +195,7 @@ class TriggerWorker:
         """Per partition: the users erased since the store was last compacted."""
         self.databases: dict[tuple[str, int], Any] = {}
         """Each table's RocksDB database per partition owned (by table name)."""
-        self.recent: dict[bytes, UserState] = {}
+        self.recent = RecentStates()
         """The decoded state of the users stored most recently, oldest first: exactly
         what the store has (forgotten at every rebalance and after a failed batch)."""
         self.merge: EventTimeMerge[tuple[Message, Event | InvalidEvent]] = EventTimeMerge(
@@ -498,7 +537,7 @@ class TriggerWorker:
         with the batch's earlier steps of the user applied again (the engine is a pure
         function of state and input; their records were sent already)."""
         user_id = key.decode()
-        self.recent.pop(key, None)  # changed in place half-way
+        self.recent.forget(key)  # changed in place half-way
         # Its own copy of the co-purchase counts: the batch's orders are in them already.
         counts = copy.deepcopy(self._engine(user.partition).copurchases)
         engine = Engine(self.rules, counts)
@@ -520,7 +559,7 @@ class TriggerWorker:
         partition = user.partition
         user_id = key.decode()
         if user.state is None:  # erased
-            self.recent.pop(key, None)
+            self.recent.forget(key)
             self._schedule(partition).set(user_id, None)
             if not user.stored:
                 return None
@@ -530,7 +569,7 @@ class TriggerWorker:
             return await self._changelog(self.users, partition, key, None)
         value = user.state.to_bytes()
         self._database(partition).put(key, value)
-        self._remember(key, user.state)
+        self.recent.remember(key, user.state, len(value))
         if not user.stored:
             self._count_users(+1)
         self._schedule(partition).set(user_id, self._engine(partition).next_due(user.state))
@@ -556,14 +595,6 @@ class TriggerWorker:
                 len(keys),
                 time.perf_counter() - began,
             )
-
-    def _remember(self, key: bytes, state: UserState) -> None:
-        """Keep a user's state decoded for the next batch, the least recent forgotten."""
-        recent = self.recent
-        recent.pop(key, None)
-        recent[key] = state
-        if len(recent) > RECENT_USERS:
-            del recent[next(iter(recent))]
 
     async def _changelog(
         self, table: Any, partition: int, key: bytes, value: bytes | None
