@@ -166,3 +166,14 @@ def test_the_recent_states_are_bounded_by_their_stored_size_not_only_by_users(
     assert recent.bytes == 900
     recent.forget(b"u2")
     assert (len(recent), recent.bytes) == (1, 300)
+
+
+def test_a_schedule_whose_due_times_keep_moving_stays_the_size_of_its_users() -> None:
+    schedule = TimerSchedule()
+    for event in range(100_000):  # every event moves a user's inactivity timer ahead
+        schedule.set(f"u{event % 100}", 1e9 + event)
+    assert len(schedule) == 100
+    assert len(schedule._heap) <= 2 * 100 + 1024
+    # Each user is due once, at the last time it was given (u{k}: 1e9 + 99,900 + k).
+    assert schedule.pop_due(1e9 + 99_950) == [f"u{n}" for n in range(51)]
+    assert sorted(schedule.pop_due(2e9)) == sorted(f"u{n}" for n in range(100))

@@ -33,6 +33,11 @@ class TimerSchedule:
             return
         self._next[user] = due
         heapq.heappush(self._heap, (due, user))
+        if len(self._heap) > 2 * len(self._next) + 1024:
+            # Superseded entries leave the heap only once due: an inactivity timer moved
+            # a week ahead by every event would keep one per event for a week.
+            self._heap = [(when, name) for name, when in self._next.items()]
+            heapq.heapify(self._heap)
 
     def pop_due(self, now: float) -> list[str]:
         """The users due at or before ``now``; each is asked again after
