@@ -91,11 +91,12 @@ backlog of 2.2 million profile events an hour earlier was read."""
 RECENT_USERS = 10_000
 """Users whose state stays decoded in memory between batches (the most recent): a user
 in a session sends several events a minute, each batch would decode them again."""
-RECENT_BYTES = 32 * 1024 * 1024
+RECENT_BYTES = 8 * 1024 * 1024
 """And at most this much of their stored (encoded) state: a decoded state takes several
 times its encoded size, and the states of very active users grow with their day (every
 event id of the last 24 hours is kept). Counting users alone let a soak of 10,000 busy
-users grow the worker by 0.2-0.7 MiB/s."""
+users grow the worker by 0.2-0.7 MiB/s; with 2 MiB it grew 0.08 MiB/s (docs/reliability.md,
+"Soak")."""
 
 
 class RecentStates:
