@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import ROOT, run_cli
 from triggerstream.rules.load import RulesError, load_rules, parse_rules
@@ -218,3 +219,25 @@ def test_an_unknown_top_level_key_is_named_not_a_crash() -> None:
     with pytest.raises(RulesError) as refused:
         parse_rules("offers: {}\nrules: []\npolcy: {}\n")
     assert "polcy: unknown key `polcy`" in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("section", "value", "says"),
+    [
+        ("policy", [], "policy: Input should be a valid dictionary"),
+        ("policy", 0, "policy: Input should be a valid dictionary"),
+        ("catalog", False, "catalog: Input should be a valid dictionary"),
+        ("experiments", {}, "experiments: must be a list"),
+        ("experiments", "", "experiments: must be a list"),
+    ],
+)
+def test_an_empty_value_of_the_wrong_kind_for_a_section_is_named_not_a_crash(
+    section: str, value: object, says: str
+) -> None:
+    # Found by tests/reliability/test_hostile_input.py: `policy: []` passed the section
+    # checks as "no policy" and raised pydantic's ValidationError from the last step.
+    document = yaml.safe_load((ROOT / "examples" / "rules.yaml").read_text())
+    document[section] = value
+    with pytest.raises(RulesError) as refused:
+        parse_rules(yaml.safe_dump(document))
+    assert says in str(refused.value)

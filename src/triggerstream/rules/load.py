@@ -162,14 +162,18 @@ def _validate_parts(document: dict[Any, Any]) -> tuple[dict[str, Any], list[tupl
         rules = []
     for index, rule in enumerate(rules):
         check(_RULE, rule, ("rules", index))
-    experiments = document.get("experiments") or []
+    # Only a missing or null section takes its default: an empty list where a mapping
+    # belongs (or 0, "", false) is a problem to name, not a default.
+    experiments = document.get("experiments")
+    experiments = [] if experiments is None else experiments
     if not isinstance(experiments, list):
         problems.append((("experiments",), "must be a list"))
         experiments = []
     for index, experiment in enumerate(experiments):
         check(_EXPERIMENT, experiment, ("experiments", index))
-    check(_POLICY, document.get("policy") or {}, ("policy",))
-    check(_CATALOG, document.get("catalog") or {}, ("catalog",))
+    for name, adapter in (("policy", _POLICY), ("catalog", _CATALOG)):
+        section = document.get(name)
+        check(adapter, {} if section is None else section, (name,))
     parts = {"offer_ids": [str(k) for k in offers], "rules": rules, "experiments": experiments}
     return parts, problems
 
