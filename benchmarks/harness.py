@@ -24,6 +24,7 @@ from pathlib import Path
 
 import orjson
 from aiokafka.admin import AIOKafkaAdminClient
+from prometheus_client.samples import Sample as MetricSample
 
 from triggerstream.broker import EmbeddedBroker
 from triggerstream.events import INPUT_TOPICS
@@ -116,19 +117,20 @@ class Worker:
             time.sleep(0.05)
         raise SystemExit(f"the worker was not ready within {timeout}s; see {self.log_path}")
 
-    def metric(self, name: str) -> float:
-        """The sum of a metric's samples on the worker's /metrics (0 if absent)."""
+    def samples(self) -> list[MetricSample]:
+        """Every sample on the worker's /metrics, read once."""
         from prometheus_client.parser import text_string_to_metric_families
 
         port = self.env["TRIGGERSTREAM_WEB_PORT"]
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as page:
             text = page.read().decode()
-        return sum(
-            sample.value
-            for family in text_string_to_metric_families(text)
-            for sample in family.samples
-            if sample.name == name
-        )
+        return [
+            sample for family in text_string_to_metric_families(text) for sample in family.samples
+        ]
+
+    def metric(self, name: str) -> float:
+        """The sum of a metric's samples on the worker's /metrics (0 if absent)."""
+        return sum(sample.value for sample in self.samples() if sample.name == name)
 
     def wait_processed(self, events: float, timeout: float = 3600) -> float:
         """Seconds until the worker has processed ``events`` valid input events."""
@@ -150,9 +152,16 @@ class Worker:
 
     def peak_rss_mib(self) -> float:
         """The worker's peak resident memory so far (VmHWM)."""
+        return self._memory_mib("VmHWM")
+
+    def rss_mib(self) -> float:
+        """The worker's resident memory now (VmRSS)."""
+        return self._memory_mib("VmRSS")
+
+    def _memory_mib(self, field: str) -> float:
         assert self.process is not None
         for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
         return float("nan")
 

@@ -20,12 +20,10 @@ import statistics
 import subprocess
 import sys
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 from harness import TRIGGERSTREAM, Worker, broker, record, scratch, topics
-from prometheus_client.parser import text_string_to_metric_families
 
 from triggerstream.settings import Settings
 
@@ -46,27 +44,17 @@ class Sample:
 
 
 def sample(worker: Worker, began: float) -> Sample:
-    port = worker.env["TRIGGERSTREAM_WEB_PORT"]
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as page:
-        text = page.read().decode()
     events = lag = 0.0
     buckets: dict[float, float] = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if s.name == "triggerstream_events_total":
-                events += s.value
-            elif s.name == "triggerstream_consumer_lag":
-                lag += s.value
-            elif s.name == "triggerstream_trigger_latency_seconds_bucket":
-                bound = float(s.labels["le"])
-                buckets[bound] = buckets.get(bound, 0.0) + s.value
-    assert worker.process is not None
-    rss = next(
-        int(line.split()[1]) / 1024
-        for line in Path(f"/proc/{worker.process.pid}/status").read_text().splitlines()
-        if line.startswith("VmRSS:")
-    )
-    return Sample(time.monotonic() - began, events, rss, lag, buckets)
+    for s in worker.samples():
+        if s.name == "triggerstream_events_total":
+            events += s.value
+        elif s.name == "triggerstream_consumer_lag":
+            lag += s.value
+        elif s.name == "triggerstream_trigger_latency_seconds_bucket":
+            bound = float(s.labels["le"])
+            buckets[bound] = buckets.get(bound, 0.0) + s.value
+    return Sample(time.monotonic() - began, events, worker.rss_mib(), lag, buckets)
 
 
 def quantile(before: Sample, after: Sample, q: float) -> float | None:
