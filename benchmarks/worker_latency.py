@@ -4,7 +4,8 @@ Starts a broker and one worker with a rule that offers something on every `ping`
 no cooldown, no caps), gives N users push consent, then produces a steady mix for a set
 time: background usage (skips, features, sessions) and pings, all dated now. A consumer
 of offer-triggers.push notes when each ping's trigger arrives. Prints p50/p99/p99.9 of
-(trigger consumed - event produced) after a warm-up, and appends them to results.csv.
+(trigger consumed - event produced) after a warm-up, with the CPU the worker used (in
+cores) and how busy the whole machine was, and appends them to results.csv.
 
 ``--at 0.25 0.5 0.75`` runs at those fractions of the worker's maximum throughput, one
 after the other on the same worker: ``--max`` events/s, by default the latest median of
@@ -25,6 +26,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import orjson
 import yaml
@@ -62,10 +64,34 @@ def envelope(user: str, type_: str, n: int, **properties: object) -> bytes:
     )
 
 
+def machine_ticks() -> tuple[int, int]:
+    """CPU ticks of the whole machine so far, busy and all (/proc/stat)."""
+    fields = [int(field) for field in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle and iowait
+    return sum(fields) - idle, sum(fields)
+
+
+class Phase(NamedTuple):
+    """One rate's outcome."""
+
+    latencies: list[float]
+    missing: int
+    worker_cpu: float
+    """The worker's CPU over the phase, in cores (1.0 is one core busy throughout)."""
+    machine_busy: float
+    """The share of the whole machine's CPU that was busy (every process)."""
+
+
 async def measure(
-    settings: Settings, users: int, rates: list[float], seconds: float, share: float
-) -> list[tuple[list[float], int]]:
-    """Per rate: the latencies of the triggers that arrived, and how many never did."""
+    settings: Settings,
+    worker: Worker,
+    users: int,
+    rates: list[float],
+    seconds: float,
+    share: float,
+) -> list[Phase]:
+    """Per rate: the latencies of the triggers that arrived, how many never did, and
+    how busy the worker and the machine were meanwhile."""
     producer = AIOKafkaProducer(**settings.kafka_options(), linger_ms=2)
     await producer.start()
     # A short fetch wait: the measuring consumer must not add its own delay.
@@ -113,6 +139,7 @@ async def measure(
     results = []
     for rate in rates:
         start = time.monotonic()
+        cpu_before, ticks_before = worker.cpu_seconds(), machine_ticks()
         step = 0.02
         owed = 0.0
         while (now := time.monotonic()) - start < seconds:
@@ -129,8 +156,11 @@ async def measure(
                     value = envelope(user, "feature_used", n, feature=rng.choice(["skip", "play"]))
                 await producer.send(usage, value, key=user.encode())
             await asyncio.sleep(max(0.0, start + (now - start) + step - time.monotonic()))
+        worker_cpu = (worker.cpu_seconds() - cpu_before) / (time.monotonic() - start)
+        busy_after, total_after = machine_ticks()
+        busy, total = busy_after - ticks_before[0], total_after - ticks_before[1]
         await asyncio.sleep(5)  # the last triggers arrive
-        results.append((list(latencies), len(sent)))
+        results.append(Phase(list(latencies), len(sent), worker_cpu, busy / max(total, 1)))
         latencies.clear()
         sent.clear()
     done.set()
@@ -185,10 +215,14 @@ def main() -> int:
         rules.write_text(yaml.safe_dump(RULES))
         worker = Worker(settings, rules, folder).start()
         worker.wait_ready(1)
-        results = asyncio.run(measure(settings, args.users, rates, args.seconds, args.ping_share))
+        results = asyncio.run(
+            measure(settings, worker, args.users, rates, args.seconds, args.ping_share)
+        )
         worker.stop()
     status = 0
-    for rate, label, (latencies, missing) in zip(rates, labels, results, strict=True):
+    for rate, label, (latencies, missing, worker_cpu, busy) in zip(
+        rates, labels, results, strict=True
+    ):
         if not latencies:
             print(f"{rate:g} events/s: no trigger arrived")
             status = 1
@@ -198,7 +232,8 @@ def main() -> int:
         print(
             f"{len(latencies)} triggers ({missing} missing) at {rate:g} events/s{label} on "
             f"{args.broker}: p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms, "
-            f"p99.9 {p999 * 1000:.1f} ms"
+            f"p99.9 {p999 * 1000:.1f} ms; the worker used {worker_cpu:.0%} of a core, "
+            f"the machine was {busy:.0%} busy"
         )
         setup = (
             f"{rate:g} events/s{label} for {args.seconds:g}s, {args.ping_share:.0%} trigger, "
@@ -211,6 +246,8 @@ def main() -> int:
                 ("p50", round(p50 * 1000, 1), "ms"),
                 ("p99", round(p99 * 1000, 1), "ms"),
                 ("p99.9", round(p999 * 1000, 1), "ms"),
+                ("worker CPU", round(worker_cpu * 100), "% of a core"),
+                ("machine busy", round(busy * 100), "% of all cores"),
             ],
         )
         if missing:
