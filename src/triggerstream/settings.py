@@ -55,11 +55,13 @@ class Settings(BaseSettings):
         "to the others (Kafka consumer session timeout).",
     )
     fetch_max_wait: float = Field(
-        0.5,
+        0.05,
         ge=0.01,
         le=10,
         description="Seconds the broker may hold a worker's fetch when it has nothing new "
-        "(Kafka's fetch.max.wait.ms; a broker that always waits it out adds it to latency).",
+        "(Kafka's fetch.max.wait.ms). Short: under load, aiokafka fetches the partitions "
+        "with nothing waiting while the others' records are still being processed, and "
+        "that fetch, held this long, delays the next one of the busy partitions.",
     )
     rocksdb_memory: int = Field(
         512,

@@ -60,9 +60,16 @@ def credentials(settings: Settings) -> faust.types.auth.CredentialsT | None:
 
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
-    """faust's consumer with the fetch wait of the settings: faust hard-codes 1.5 s,
-    and a broker that answers a fetch only when the wait is over (Tansu does) would add
-    up to that much to every trigger's latency."""
+    """faust's consumer with the fetch wait of the settings (``fetch_max_wait``, 50 ms
+    by default). faust hard-codes 1.5 s, and it is on the path of every trigger:
+    - a broker that answers a fetch only when the wait is over (Tansu does) adds it to
+      every trigger's latency;
+    - aiokafka keeps one fetch in flight per broker. When the worker has not taken a
+      fetch's records within 100 ms (its ``prefetch_backoff``), it fetches the other
+      partitions alone. If those have nothing new, the broker holds that fetch for
+      the whole wait, and the busy partitions cannot be fetched meanwhile. With 0.5 s,
+      a worker at 2,150 events/s spent 45% of its time waiting for records that were
+      on the broker, and p50 latency was 339 ms (docs/performance.md)."""
 
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
@@ -303,7 +310,7 @@ class WorkerApp(faust.App):
     on stopping). Given back means unacknowledged: the offset is not committed, and the
     messages are read again by whoever owns the partition next."""
 
-    def __init__(self, *args: Any, fetch_max_wait: float = 0.5, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, fetch_max_wait: float = 0.05, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.give_back: Callable[[], None] = lambda: None
         self.fetch_max_wait = fetch_max_wait
@@ -389,6 +396,11 @@ def build_app(settings: Settings, partitions: int, replicas: int) -> WorkerApp:
         "web_bind": settings.web_host,
         "web_enabled": True,
         "producer_acks": -1,
+        # Kafka's batch.size. A batch writes every changed user's state to the changelog
+        # at once; with faust's 16 KiB, a batch of 700 users' states left in 16 KiB
+        # requests, one at a time per broker, and storing took 60% of the worker's time
+        # (docs/performance.md). Under the broker's 1 MiB message.max.bytes.
+        "producer_max_batch_size": 512 * 1024,
         "autodiscover": False,
         "topic_replication_factor": replicas,
     }
