@@ -23,12 +23,10 @@ from importlib.metadata import version
 from pathlib import Path
 
 import orjson
-from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client.samples import Sample as MetricSample
 
 from triggerstream.broker import EmbeddedBroker
-from triggerstream.events import INPUT_TOPICS
-from triggerstream.kafka import Admin, create_topics, produce
+from triggerstream.kafka import create_topics, produce
 from triggerstream.settings import Settings
 from triggerstream.testing.apache_kafka import ApacheKafkaBroker, free_ports
 from triggerstream.topics import load_topics
@@ -169,53 +167,6 @@ class Worker:
         assert self.process is not None
         self.process.send_signal(signal.SIGTERM)
         self.process.wait(120)
-
-
-async def lag(settings: Settings, group: str) -> int:
-    """Input messages the consumer group has not committed yet."""
-    async with Admin(settings) as admin:
-        counts = await admin.topic_partitions()
-    client = AIOKafkaAdminClient(**settings.kafka_options())
-    await client.start()
-    try:
-        committed = await client.list_consumer_group_offsets(group)
-    finally:
-        await client.close()
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    consumer = AIOKafkaConsumer(**settings.kafka_options())
-    await consumer.start()
-    try:
-        partitions = [
-            TopicPartition(settings.topic(name), p)
-            for name in INPUT_TOPICS
-            for p in range(counts[settings.topic(name)])
-        ]
-        ends = await consumer.end_offsets(partitions)
-    finally:
-        await consumer.stop()
-    total = 0
-    for tp, end in ends.items():
-        meta = committed.get(tp)
-        total += end - (meta.offset if meta is not None and meta.offset >= 0 else 0)
-    return total
-
-
-def wait_caught_up(
-    settings: Settings, group: str, timeout: float = 1800, progress: bool = False
-) -> float:
-    """Seconds until the group has committed every input message; with ``progress``,
-    the lag is printed every 30 s."""
-    began = last = time.monotonic()
-    while time.monotonic() - began < timeout:
-        behind = asyncio.run(lag(settings, group))
-        if behind == 0:
-            return time.monotonic() - began
-        if progress and time.monotonic() - last >= 30:
-            last = time.monotonic()
-            print(f"  {behind:,} events to go after {last - began:.0f}s", flush=True)
-        time.sleep(1)
-    raise SystemExit(f"the worker did not catch up within {timeout}s")
 
 
 def scratch() -> tempfile.TemporaryDirectory[str]:

@@ -28,6 +28,7 @@ import sys
 import time
 from pathlib import Path
 
+from faust.stores.rocksdb import Store
 from harness import (
     ROOT,
     TRIGGERSTREAM,
@@ -41,10 +42,6 @@ from rocksdict import AccessType, Options, Rdict
 
 from triggerstream.settings import Settings
 from triggerstream.traffic import generate
-
-FAUST_OFFSET_KEY = b"__faust\0offset__"
-"""Where faust keeps, in each partition's database, the changelog offset it reached:
-not a user."""
 
 
 def users_table(data: Path) -> tuple[int, int, int]:
@@ -61,7 +58,7 @@ def users_table(data: Path) -> tuple[int, int, int]:
             for key, value in database.items():
                 assert isinstance(key, bytes)
                 assert isinstance(value, bytes)
-                if key == FAUST_OFFSET_KEY:
+                if key == Store.offset_key:  # faust's changelog offset, not a user
                     continue
                 users += 1
                 stored += len(key) + len(value)

@@ -68,8 +68,8 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
       fetch's records within 100 ms (its ``prefetch_backoff``), it fetches the other
       partitions alone. If those have nothing new, the broker holds that fetch for
       the whole wait, and the busy partitions cannot be fetched meanwhile. With 0.5 s,
-      a worker at 2,150 events/s spent 45% of its time waiting for records that were
-      on the broker, and p50 latency was 339 ms (docs/performance.md)."""
+      a worker at 2,150 events/s spent 28 to 48% of its time waiting for records that
+      were on the broker, and p50 latency was 339 ms (docs/performance.md)."""
 
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
