@@ -118,6 +118,8 @@ def replay(
             decisions=result.decision_lines.append,
             attributions=result.attribution_lines.append,
         ),
+        # Read long after T0: these tests are about the engine, not about the wall clock.
+        now=(T0 + dt.timedelta(days=3650)).timestamp(),
     )
     encoded = [line if isinstance(line, bytes) else orjson.dumps(line) for line in lines]
     replaying.feed(("test", n, line) for n, line in enumerate(encoded, start=1))

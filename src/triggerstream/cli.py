@@ -26,7 +26,7 @@ from pydantic import ValidationError
 from triggerstream import kafka
 from triggerstream.events import INPUT_TOPICS, MAX_EVENT_BYTES, InvalidEvent, validate_event
 from triggerstream.settings import Settings
-from triggerstream.topics import TIMER_TICKS_TOPIC, load_topics
+from triggerstream.topics import REPARTITION_TOPIC, TIMER_TICKS_TOPIC, load_topics
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
@@ -189,7 +189,9 @@ def topics_create(**flags: Any) -> None:
         f"{settings.kafka_bootstrap}",
         err=True,
     )
-    co_partitioned = {settings.topic(t) for t in (*INPUT_TOPICS, TIMER_TICKS_TOPIC)}
+    co_partitioned = {
+        settings.topic(t) for t in (*INPUT_TOPICS, TIMER_TICKS_TOPIC, REPARTITION_TOPIC)
+    }
     inputs = {o.partitions for o in outcomes if o.name in co_partitioned}
     if len(inputs) > 1:
         fail(
@@ -456,6 +458,14 @@ def rules_check(file: Path) -> None:
     help="Fire timers due up to this RFC 3339 time at the end (default: the last event's).",
 )
 @click.option(
+    "--now",
+    default=None,
+    metavar="TIMESTAMP",
+    help="When the events are read (RFC 3339): one dated more than TRIGGERSTREAM_MAX_FUTURE "
+    "(1h) after it is refused from_future, as the worker refuses it on its clock "
+    "[default: the wall clock].",
+)
+@click.option(
     "--partitions",
     type=click.IntRange(min=1),
     default=None,
@@ -470,6 +480,7 @@ def replay(
     attributions: IO[bytes] | None,
     dlq: IO[bytes] | None,
     until: str | None,
+    now: str | None,
     partitions: int | None,
 ) -> None:
     """Run the rules over EVENTS (JSON Lines, each an event with its "topic"), no broker.
@@ -501,7 +512,8 @@ def replay(
             f"see all with `triggerstream rules check {path}`"
         )
         return
-    until_at = _timestamp(until) if until else None
+    until_at = _timestamp("--until", until) if until else None
+    now_at = _timestamp("--now", now) if now else None
     outputs = replaying.Outputs(
         triggers=replaying.line_writer(triggers),
         decisions=replaying.line_writer(decisions) if decisions else None,
@@ -510,22 +522,29 @@ def replay(
     )
     with _progress(events) as advance:
         summary = replaying.run(
-            Engine(loaded), list(events), outputs, until_at, advance, partitions
+            Engine(loaded),
+            list(events),
+            outputs,
+            until_at,
+            advance,
+            partitions,
+            now=now_at,
+            max_future=settings.max_future,
         )
     triggers.flush()
     click.echo(summary.render(), err=True)
 
 
-def _timestamp(text: str) -> float:
+def _timestamp(flag: str, text: str) -> float:
     import datetime as dt
 
     try:
         parsed = dt.datetime.fromisoformat(text)
     except ValueError:
-        fail(f"--until {text!r} is not an RFC 3339 timestamp, e.g. 2026-12-01T00:00:00Z")
+        fail(f"{flag} {text!r} is not an RFC 3339 timestamp, e.g. 2026-12-01T00:00:00Z")
         raise AssertionError("unreachable") from None
     if parsed.tzinfo is None:
-        fail(f"--until {text!r} needs an offset, e.g. 2026-12-01T00:00:00Z")
+        fail(f"{flag} {text!r} needs an offset, e.g. 2026-12-01T00:00:00Z")
     return parsed.timestamp()
 
 

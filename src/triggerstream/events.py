@@ -53,7 +53,7 @@ class InvalidEvent(ValueError):
 
     Codes: ``not_json``, ``not_object``, ``too_large``, ``too_deep``, ``unknown_topic``,
     ``unknown_type``, ``missing_field``, ``wrong_type``, ``naive_timestamp``,
-    ``out_of_range``, ``invalid_value``.
+    ``out_of_range``, ``invalid_value``, ``from_future``, ``tombstone``.
     """
 
     def __init__(self, code: str, reason: str) -> None:
@@ -587,6 +587,31 @@ def decode_event(topic: str, raw: bytes) -> Event:
     except ValidationError as error:
         raise _explain(topic, error) from None
     return event
+
+
+def refuse_future(event: Event, read_at: float, max_future: dt.timedelta) -> Event:
+    """``event``, unless it is dated more than ``max_future`` after ``read_at`` (the
+    wall clock in the worker, ``--now`` in replay): then :class:`InvalidEvent`
+    ``from_future``. One producer with a wrong clock must never move its user's clock
+    ahead, after which every present-day event of theirs would be late and decide
+    nothing."""
+    ahead = event.occurred_at.timestamp() - read_at
+    if ahead > max_future.total_seconds():
+        read = dt.datetime.fromtimestamp(read_at, dt.UTC).isoformat(timespec="seconds")
+        raise InvalidEvent(
+            "from_future",
+            f"occurred_at: {event.occurred_at.isoformat()} is {_span(ahead)} after the event "
+            f"was read ({read}); events may be at most {_span(max_future.total_seconds())} "
+            "ahead (TRIGGERSTREAM_MAX_FUTURE): is the producer's clock wrong?",
+        )
+    return event
+
+
+def _span(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.3g}{unit}"
+    return f"{seconds:.3g}s"
 
 
 def validate_event(topic: str, value: object) -> Event:

@@ -155,7 +155,10 @@ class DeadLetter(Record):
     """Input that could not be used, on ``events.dlq``, with the original bytes.
 
     From the worker it names the topic, partition and offset; from replay, the file and
-    line. ``value_text`` is the original value when it is UTF-8, ``value_base64`` always.
+    line. ``value_base64`` holds the value's bytes, ``value_text`` the same as text when
+    they are UTF-8; of a value over 64 KiB, only its first 64 KiB (``value_truncated``),
+    so that a dead letter is never a record the worker cannot send. ``value_size`` is
+    the whole value's size; a null value (a tombstone) has neither.
     """
 
     topic: str | None = None
@@ -168,21 +171,43 @@ class DeadLetter(Record):
     reason: str
     value_text: str | None = None
     value_base64: str
+    value_size: int | None = None
+    value_truncated: bool = False
     received_at: dt.datetime | None = None
     schema_version: Literal[1] = 1
 
     @classmethod
-    def of_value(cls, value: bytes, reason_code: str, reason: str, **where: Any) -> DeadLetter:
-        """The dead letter of ``value``: its bytes in base64, and as text when UTF-8;
-        ``where`` names where it came from (topic, partition, offset or file, line)."""
-        try:
-            text: str | None = value.decode()
-        except UnicodeDecodeError:
-            text = None
+    def of_value(
+        cls, value: bytes | None, reason_code: str, reason: str, **where: Any
+    ) -> DeadLetter:
+        """The dead letter of ``value`` (None: a tombstone): at most its first
+        ``DEAD_LETTER_VALUE_BYTES``, in base64 and as text when UTF-8; ``where`` names
+        where it came from (topic, partition, offset or file, line)."""
+        if value is None:
+            return cls(reason_code=reason_code, reason=reason, value_base64="", **where)
+        kept = value[:DEAD_LETTER_VALUE_BYTES]
         return cls(
             reason_code=reason_code,
             reason=reason,
-            value_text=text,
-            value_base64=base64.b64encode(value).decode(),
+            value_text=_utf8_prefix(kept, whole=len(kept) == len(value)),
+            value_base64=base64.b64encode(kept).decode(),
+            value_size=len(value),
+            value_truncated=len(kept) < len(value),
             **where,
         )
+
+
+DEAD_LETTER_VALUE_BYTES = 64 * 1024
+"""The most of a value a dead letter holds: with its base64 and text, a dead letter
+stays far below the producer's and the broker's 1 MiB (a 450 KB value held whole, twice,
+made one the worker could not send)."""
+
+
+def _utf8_prefix(kept: bytes, whole: bool) -> str | None:
+    """``kept`` as text if it is UTF-8; a cut value may end inside a character."""
+    try:
+        return kept.decode()
+    except UnicodeDecodeError as error:
+        if whole or error.start < len(kept) - 3 or error.reason != "unexpected end of data":
+            return None
+        return kept[: error.start].decode()

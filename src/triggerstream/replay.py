@@ -12,6 +12,7 @@ equals ``triggered_at`` here, so a replay is repeatable to the byte.
 
 from __future__ import annotations
 
+import datetime as dt
 import heapq
 import time
 from collections import Counter
@@ -25,7 +26,14 @@ import orjson
 from triggerstream.core.engine import Engine, Step
 from triggerstream.core.recommend import CoPurchaseCounts
 from triggerstream.core.state import UserState
-from triggerstream.events import INPUT_TOPICS, MAX_EVENT_BYTES, Event, InvalidEvent, decode_event
+from triggerstream.events import (
+    INPUT_TOPICS,
+    MAX_EVENT_BYTES,
+    Event,
+    InvalidEvent,
+    decode_event,
+    refuse_future,
+)
 from triggerstream.records import DeadLetter, Decision
 from triggerstream.topics import partition_of
 
@@ -83,8 +91,19 @@ class Outputs:
 class Replay:
     """Feeds lines to the engine in order and keeps the timers on stream time."""
 
-    def __init__(self, engine: Engine, outputs: Outputs, partitions: int = 1) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        outputs: Outputs,
+        partitions: int = 1,
+        now: float | None = None,
+        max_future: dt.timedelta = dt.timedelta(hours=1),
+    ) -> None:
         self.engine = engine
+        self.now = time.time() if now is None else now
+        """When the events are read (``--now``): one dated more than ``max_future``
+        after it is refused ``from_future``, as the worker refuses it on the wall clock."""
+        self.max_future = max_future
         # Co-purchase counts are learned per input partition, as the worker learns them
         # (a worker sees only its partitions' orders): one engine, with its own counts,
         # per partition of Kafka's default partitioner.
@@ -102,7 +121,7 @@ class Replay:
         for source, number, line in lines:
             self.summary.lines += 1
             try:
-                event = _parse(line)
+                event = refuse_future(_parse(line), self.now, self.max_future)
             except InvalidEvent as error:
                 self._dead_letter(source, number, line, error)
                 continue
@@ -235,10 +254,13 @@ def run(
     until: float | None = None,
     progress: Callable[[int], None] | None = None,
     partitions: int = 1,
+    now: float | None = None,
+    max_future: dt.timedelta = dt.timedelta(hours=1),
 ) -> ReplaySummary:
-    """Replay files through the engine; the summary of what happened."""
+    """Replay files through the engine, as read at ``now`` (default: the wall clock);
+    the summary of what happened."""
     began = time.perf_counter()
-    replay = Replay(engine, outputs, partitions)
+    replay = Replay(engine, outputs, partitions, now, max_future)
     replay.feed(read_lines(paths, progress))
     summary = replay.finish(until)
     summary.seconds = time.perf_counter() - began

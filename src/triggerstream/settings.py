@@ -7,12 +7,15 @@ also take it as a flag (a flag wins). Secrets are ``SecretStr``: their ``repr`` 
 
 from __future__ import annotations
 
+import datetime as dt
 import ssl
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from triggerstream.durations import Duration
 
 
 class Settings(BaseSettings):
@@ -62,6 +65,22 @@ class Settings(BaseSettings):
         "(Kafka's fetch.max.wait.ms). Short: under load, aiokafka fetches the partitions "
         "with nothing waiting while the others' records are still being processed, and "
         "that fetch, held this long, delays the next one of the busy partitions.",
+    )
+    max_future: Duration = Field(
+        dt.timedelta(hours=1),
+        description="An event dated more than this after the time it is read is refused "
+        "(from_future): one producer with a wrong clock must not move a user's clock "
+        "ahead and silence them. <number><s|m|h|d>.",
+    )
+    max_idle: float = Field(
+        0.0,
+        ge=0,
+        le=600,
+        description="Seconds a read event may wait for another input topic of its "
+        "partition that has nothing buffered (as Kafka Streams' max.task.idle.ms): an "
+        "event of a slower producer that arrives within this time is still processed in "
+        "event-time order. Every event can wait this much longer; 0 waits only for "
+        "inputs known to hold unread messages.",
     )
     rocksdb_memory: int = Field(
         512,

@@ -15,6 +15,9 @@ from triggerstream.durations import Duration
 
 TIMER_TICKS_TOPIC = "timer-ticks"
 """The worker's own topic: a message wakes a user whose timer fell due."""
+REPARTITION_TOPIC = "repartition"
+"""The worker's own topic: input messages that reached another partition than their
+user's home partition, forwarded there (DESIGN.md section 12)."""
 
 
 class TopicSpec(BaseModel):
@@ -56,8 +59,9 @@ def load_topics(path: Path | None = None) -> tuple[TopicSpec, ...]:
 
 
 def partition_of(user_id: str, partitions: int) -> int:
-    """The partition Kafka's default partitioner (murmur2 of the key, as the Java client
-    and aiokafka compute it) gives a message keyed by ``user_id``."""
+    """A user's home partition: the one Kafka's default partitioner (murmur2 of the key,
+    as the Java client and aiokafka compute it) gives a message keyed by ``user_id``.
+    The worker keeps the user's state there and forwards messages that reach another."""
     hashed: int = murmur2(user_id.encode())
     return (hashed & 0x7FFFFFFF) % partitions
 

@@ -20,7 +20,7 @@ from triggerstream.records import (
     DEAD_LETTER_TOPIC,
     DECISIONS_TOPIC,
 )
-from triggerstream.topics import TIMER_TICKS_TOPIC, load_topics, topics_dir
+from triggerstream.topics import REPARTITION_TOPIC, TIMER_TICKS_TOPIC, load_topics, topics_dir
 
 TOPICS = topics_dir()
 SCHEMA_OF_TOPIC = {spec.name: spec.records[0] for spec in load_topics() if spec.direction == "in"}
@@ -46,13 +46,14 @@ def test_topics_yaml_declares_every_topic_of_the_design() -> None:
         ATTRIBUTIONS_TOPIC,
         DEAD_LETTER_TOPIC,
         TIMER_TICKS_TOPIC,
+        REPARTITION_TOPIC,
     ]
     assert sorted(names) == sorted(expected)
     inputs = [spec for spec in load_topics() if spec.direction == "in"]
     assert {spec.name for spec in inputs} == set(INPUT_TOPICS)
     co_partitioned = [spec for spec in load_topics() if spec.direction != "out"]
     assert len({spec.partitions for spec in co_partitioned}) == 1, (
-        "input topics and timer-ticks need equal partitions"
+        "input topics, timer-ticks and repartition need equal partitions"
     )
     for spec in load_topics():
         assert spec.key == "user_id"

@@ -150,9 +150,9 @@ def test_the_recent_states_are_bounded_by_their_stored_size_not_only_by_users(
     monkeypatch.setattr(stream, "RECENT_BYTES", 1000)
     recent = stream.RecentStates()
     for n in range(5):
-        recent.remember(f"u{n}".encode(), UserState(), 300)
+        recent.remember((0, f"u{n}".encode()), UserState(), 300)
     # 1,500 bytes of states: the two least recent are forgotten.
-    assert [recent.get(f"u{n}".encode()) is not None for n in range(5)] == [
+    assert [recent.get((0, f"u{n}".encode())) is not None for n in range(5)] == [
         False,
         False,
         True,
@@ -160,12 +160,35 @@ def test_the_recent_states_are_bounded_by_their_stored_size_not_only_by_users(
         True,
     ]
     assert recent.bytes == 900
-    recent.remember(b"u2", UserState(), 600)  # a state grew: it is the most recent now
-    assert recent.get(b"u3") is None
-    assert recent.get(b"u2") is not None
+    recent.remember((0, b"u2"), UserState(), 600)  # a state grew: it is the most recent now
+    assert recent.get((0, b"u3")) is None
+    assert recent.get((0, b"u2")) is not None
+    assert recent.get((1, b"u2")) is None  # the same user id on another partition
     assert recent.bytes == 900
-    recent.forget(b"u2")
+    recent.forget((0, b"u2"))
     assert (len(recent), recent.bytes) == (1, 300)
+
+
+def test_with_max_idle_a_read_message_waits_that_long_for_an_input_with_nothing_buffered() -> None:
+    now = [100.0]
+    merge: EventTimeMerge[str] = EventTimeMerge(TOPICS, max_idle=2.0, clock=lambda: now[0])
+    merge.add("usage", 0, 600.0, "skip")  # read at 100
+    # Every other input read to its end: without max_idle the skip would go now.
+    assert list(merge.release(0, lambda tp: True)) == []
+    assert merge.idled() == set()
+    now[0] = 101.4
+    merge.add("profile", 0, 0.0, "profile ten minutes earlier")  # a slower producer
+    assert list(merge.release(0, lambda tp: True)) == []  # the purchases may still bring one
+    now[0] = 102.0  # the partition was held since the skip was read
+    assert merge.idled() == {0}
+    assert list(merge.release(0, lambda tp: True)) == ["profile ten minutes earlier", "skip"]
+
+
+def test_max_idle_does_not_hold_a_message_when_every_input_has_one_waiting() -> None:
+    merge: EventTimeMerge[str] = EventTimeMerge(TOPICS, max_idle=60.0, clock=lambda: 0.0)
+    for topic, at in (("usage", 3.0), ("purchase", 2.0), ("profile", 1.0)):
+        merge.add(topic, 0, at, topic)
+    assert list(merge.release(0, lambda tp: True)) == ["profile"]
 
 
 def test_a_schedule_whose_due_times_keep_moving_stays_the_size_of_its_users() -> None:

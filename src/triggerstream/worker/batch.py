@@ -13,12 +13,27 @@ again and give the same records with the same ids.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
 from triggerstream.core.state import UserState
-from triggerstream.events import Event
+from triggerstream.events import Event, InvalidEvent
+from triggerstream.worker.outputs import Delivery, Headers
+
+
+@dataclass(slots=True)
+class Read:
+    """An input message as read, waiting for its turn in event-time order."""
+
+    message: Any
+    source: str
+    """The design name of the topic it was read from (an input, or ``repartition``)."""
+    topic: str
+    """The design name of the input topic of its event (for a forwarded message, the
+    topic it was first published to)."""
+    headers: Headers
+    """Its headers, carried to the records it causes."""
+    decoded: Event | InvalidEvent
 
 
 @dataclass(slots=True)
@@ -32,6 +47,8 @@ class Redo:
     event: Event | None
     now: float = 0.0
     """The wall-clock time a timer tick fired at."""
+    position: int | None = None
+    """The event's position for the co-purchase counts (its input offset)."""
 
 
 @dataclass(slots=True)
@@ -48,8 +65,11 @@ class TouchedUser:
 
 @dataclass(slots=True)
 class Batch:
-    users: dict[bytes, TouchedUser] = field(default_factory=dict)
-    deliveries: list[Awaitable[Any]] = field(default_factory=list)
+    users: dict[tuple[int, bytes], TouchedUser] = field(default_factory=dict)
+    """Per (partition, user id): a user's state is only ever read and written on the
+    user's home partition, and a user's messages that reach another partition (a
+    producer with another partitioner) must not meet a state of the user there."""
+    deliveries: list[Delivery] = field(default_factory=list)
     """Acknowledgements of the records sent, awaited before any state is stored."""
     purchased: dict[int, set[str]] = field(default_factory=dict)
     """Per partition: the SKUs whose co-purchase counts changed."""

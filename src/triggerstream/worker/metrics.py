@@ -18,6 +18,18 @@ EVENTS_INVALID = Counter(
     "Input sent to events.dlq, by topic and reason code.",
     ["topic", "reason"],
 )
+EVENTS_MISROUTED = Counter(
+    "triggerstream_events_misrouted",
+    "Input messages read off their user's home partition (murmur2 of the user_id) and "
+    "forwarded there, by topic and cause: partitioner, null_key or key_mismatch.",
+    ["topic", "cause"],
+)
+OUTPUTS_FAILED = Counter(
+    "triggerstream_outputs_failed",
+    "Records the broker refused for good (not retried; dead-lettered as output_refused), "
+    "by topic and error.",
+    ["topic", "reason"],
+)
 EVENTS_DUPLICATE = Counter(
     "triggerstream_events_duplicate", "Events dropped as repeats of an event id already seen."
 )

@@ -13,10 +13,10 @@ from triggerstream.records import (
     DECISIONS_TOPIC,
 )
 from triggerstream.settings import Settings
-from triggerstream.topics import TIMER_TICKS_TOPIC
+from triggerstream.topics import REPARTITION_TOPIC, TIMER_TICKS_TOPIC
 from triggerstream.worker.app import TABLES, app_id
 
-CO_PARTITIONED = (*INPUT_TOPICS, TIMER_TICKS_TOPIC)
+CO_PARTITIONED = (*INPUT_TOPICS, TIMER_TICKS_TOPIC, REPARTITION_TOPIC)
 """Topics a user's messages must all land on the same partition number of."""
 OUTPUTS = (*CHANNEL_TOPICS.values(), DECISIONS_TOPIC, ATTRIBUTIONS_TOPIC, DEAD_LETTER_TOPIC)
 
@@ -54,7 +54,8 @@ async def check_topics(settings: Settings) -> Layout:
     if len(set(counts.values())) > 1:
         listed = ", ".join(f"{name} {count}" for name, count in counts.items())
         raise TopicsNotReady(
-            f"the input topics and {settings.topic(TIMER_TICKS_TOPIC)} must have equal partition "
+            f"the input topics, {settings.topic(TIMER_TICKS_TOPIC)} and "
+            f"{settings.topic(REPARTITION_TOPIC)} must have equal partition "
             f"counts, so that each user's events meet their state on one partition; found "
             f"{listed}. Add partitions to the smaller ones (kafka-topics.sh --alter "
             "--partitions N) or recreate them all with one TRIGGERSTREAM_PARTITIONS"

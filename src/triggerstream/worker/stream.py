@@ -34,19 +34,24 @@ import copy
 import datetime as dt
 import logging
 import time
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import faust
 import orjson
-from aiokafka.errors import KafkaError
 from faust.types import TP, Message
 
 from triggerstream.core.engine import Engine, Step
 from triggerstream.core.recommend import CoPurchaseCounts
 from triggerstream.core.state import UserState
-from triggerstream.events import INPUT_TOPICS, Event, InvalidEvent, decode_event
+from triggerstream.events import (
+    INPUT_TOPICS,
+    Event,
+    InvalidEvent,
+    decode_event,
+    refuse_future,
+)
 from triggerstream.records import (
     ATTRIBUTIONS_TOPIC,
     CHANNEL_TOPICS,
@@ -57,11 +62,12 @@ from triggerstream.records import (
 from triggerstream.rules.load import RulesError, load_rules
 from triggerstream.rules.model import RulesFile
 from triggerstream.settings import Settings
-from triggerstream.topics import TIMER_TICKS_TOPIC
+from triggerstream.topics import REPARTITION_TOPIC, TIMER_TICKS_TOPIC, partition_of
 from triggerstream.worker import metrics
 from triggerstream.worker.app import build_app, rocksdb_options
-from triggerstream.worker.batch import Batch, Redo, TouchedUser
+from triggerstream.worker.batch import Batch, Read, Redo, TouchedUser
 from triggerstream.worker.merge import FIRST, EventTimeMerge
+from triggerstream.worker.outputs import Headers, Origin, Outputs
 from triggerstream.worker.preflight import OUTPUTS, Layout
 from triggerstream.worker.schedule import TimerSchedule
 from triggerstream.worker.web import add_routes
@@ -80,8 +86,18 @@ MAX_WAIT = 0.5
 waiting for an input of their partition whose end is not known yet (event-time order)."""
 RULES_CHECK_INTERVAL = 2.0
 """Seconds between two looks at the rules file for a change."""
-SEND_RETRY = 1.0
-"""Seconds between two attempts to send an output the broker did not take."""
+FORWARDED_FROM = "triggerstream-topic"
+"""The header of a message forwarded to ``repartition``: the input topic (its design
+name) it was published to."""
+PRODUCER_FIX = {
+    "partitioner": "the producer places keys with another partitioner than Kafka's "
+    "default murmur2 (librdkafka clients: confluent-kafka, Go, .NET, node, kcat default "
+    "to consistent_random): set partitioner=murmur2_random",
+    "null_key": "the producer sends no key: key every message with its user_id",
+    "key_mismatch": "the producer's key is not the event's user_id: key every message "
+    "with its user_id",
+}
+"""Per cause of a misrouted message: what the producer must change."""
 BUFFERED_PER_INPUT = 5_000
 """Messages read and waiting in one input topic partition (ahead in event time of
 another input of its partition) at which the consumer stops fetching it, until half
@@ -99,19 +115,24 @@ users grow the worker by 0.2-0.7 MiB/s; with 2 MiB it grew 0.08 MiB/s (docs/reli
 "Soak")."""
 
 
+UserKey = tuple[int, bytes]
+"""A user's state's place: (partition, user id)."""
+
+
 class RecentStates:
     """The decoded states of the users stored most recently, the least recent
-    forgotten first, within ``RECENT_USERS`` users and ``RECENT_BYTES`` encoded bytes."""
+    forgotten first, within ``RECENT_USERS`` users and ``RECENT_BYTES`` encoded bytes.
+    Keyed by (partition, user id), as the store is."""
 
     def __init__(self) -> None:
-        self.states: dict[bytes, tuple[UserState, int]] = {}
+        self.states: dict[UserKey, tuple[UserState, int]] = {}
         self.bytes = 0
 
-    def get(self, key: bytes) -> UserState | None:
+    def get(self, key: UserKey) -> UserState | None:
         kept = self.states.get(key)
         return None if kept is None else kept[0]
 
-    def forget(self, key: bytes) -> None:
+    def forget(self, key: UserKey) -> None:
         kept = self.states.pop(key, None)
         if kept is not None:
             self.bytes -= kept[1]
@@ -120,7 +141,7 @@ class RecentStates:
         self.states.clear()
         self.bytes = 0
 
-    def remember(self, key: bytes, state: UserState, size: int) -> None:
+    def remember(self, key: UserKey, state: UserState, size: int) -> None:
         self.forget(key)
         self.states[key] = (state, size)
         self.bytes += size
@@ -142,6 +163,9 @@ class TriggerWorker:
         self.rules_text: bytes | None = rules_path.read_bytes()
         self.rules: RulesFile = load_rules(rules_path)
         self.app = app = build_app(settings, layout.partitions, layout.replicas)
+        self.partition_count = layout.partitions
+        """The input topics' partition count: a user's home partition is
+        murmur2(user_id) modulo this."""
         table_options = rocksdb_options(settings, layout.partitions)
 
         def table(name: str, meaning: str) -> faust.types.TableT[bytes, bytes]:
@@ -159,7 +183,7 @@ class TriggerWorker:
             # (seen on Apache Kafka). The preflight checks it on the broker instead.
             created._verified_source_topics_for_partitions.update(  # type: ignore[attr-defined]
                 (
-                    *(settings.topic(name) for name in INPUT_TOPICS),
+                    *(settings.topic(name) for name in (*INPUT_TOPICS, REPARTITION_TOPIC)),
                     settings.topic(TIMER_TICKS_TOPIC),
                 )
             )
@@ -170,7 +194,11 @@ class TriggerWorker:
             "copurchases",
             "Co-purchase counts: b'<partition>:<sku>' -> [{other sku: orders}, last offset].",
         )
-        self.design_name = {settings.topic(name): name for name in INPUT_TOPICS}
+        self.design_name = {
+            settings.topic(name): name for name in (*INPUT_TOPICS, REPARTITION_TOPIC)
+        }
+        """The topics read as input (the five inputs, and the messages forwarded to
+        their users' home partitions), by their broker names."""
         self.ticks_topic = settings.topic(TIMER_TICKS_TOPIC)
         source = app.topic(
             *self.design_name,
@@ -178,10 +206,15 @@ class TriggerWorker:
             key_serializer="raw",
             value_serializer="raw",
         )
-        self.outputs = {
-            name: app.topic(settings.topic(name), key_serializer="raw", value_serializer="raw")
-            for name in (*OUTPUTS, TIMER_TICKS_TOPIC)
-        }
+        self.outputs = Outputs(
+            app,
+            {
+                name: settings.topic(name)
+                for name in (*OUTPUTS, TIMER_TICKS_TOPIC, REPARTITION_TOPIC)
+            },
+        )
+        self.misrouted_told: set[tuple[str, str]] = set()
+        """The (topic, cause) of misrouted messages already logged."""
         self.copurchases: dict[int, CoPurchaseCounts] = {}
         self.engines: dict[int, Engine] = {}
         self.schedules: dict[int, TimerSchedule] = {}
@@ -199,8 +232,8 @@ class TriggerWorker:
         self.recent = RecentStates()
         """The decoded state of the users stored most recently, oldest first: exactly
         what the store has (forgotten at every rebalance and after a failed batch)."""
-        self.merge: EventTimeMerge[tuple[Message, Event | InvalidEvent]] = EventTimeMerge(
-            list(self.design_name)
+        self.merge: EventTimeMerge[Read] = EventTimeMerge(
+            list(self.design_name), max_idle=settings.max_idle
         )
         self.idle_since: float | None = time.monotonic()
         """Since when the worker has been waiting for a message (None: it is busy)."""
@@ -272,16 +305,25 @@ class TriggerWorker:
 
     def _read(self, message: Message) -> None:
         """Validate a message and queue it in its partition's event-time order."""
-        topic = self.design_name[message.topic]
+        source = topic = self.design_name[message.topic]
+        headers = _headers(message)
+        if source == REPARTITION_TOPIC:
+            topic, headers = _forwarded(headers)
         decoded: Event | InvalidEvent
         try:
-            decoded = decode_event(topic, message.value if message.value is not None else b"")
+            if message.value is None:
+                raise InvalidEvent("tombstone", "a null value (a tombstone) carries no event")
+            decoded = refuse_future(
+                decode_event(topic, message.value), time.time(), self.settings.max_future
+            )
             at = decoded.occurred_at.timestamp()
             self.latest_event_at[message.partition] = at
         except InvalidEvent as error:
             decoded, at = error, FIRST
         self.read_offset[(message.topic, message.partition)] = message.offset + 1
-        self.merge.add(message.topic, message.partition, at, (message, decoded))
+        self.merge.add(
+            message.topic, message.partition, at, Read(message, source, topic, headers, decoded)
+        )
 
     async def _release(
         self, partitions: set[int], ticks: list[Message] | None = None, idle: bool = False
@@ -297,8 +339,8 @@ class TriggerWorker:
             began = time.perf_counter()
             try:
                 for partition in sorted(partitions):
-                    for message, decoded in self.merge.release(partition, nothing_earlier):
-                        await self._on_event(batch, message, decoded)
+                    for read in self.merge.release(partition, nothing_earlier):
+                        await self._on_event(batch, read)
                 for message in ticks or ():
                     await self._on_tick(batch, message)
                 await self._complete(batch)
@@ -320,8 +362,7 @@ class TriggerWorker:
         """Once every record the batch sent is acknowledged, store the state of each
         user it changed, then acknowledge its input messages (their offsets become
         committable): a crash before the end costs a redelivery, never an effect."""
-        for delivery in batch.deliveries:
-            await delivery
+        await self.outputs.settle(batch.deliveries)
         # The co-purchase counts first, acknowledged before any user's state is sent:
         # a user stored as past an order means the order is in the counts. Read again
         # after a crash in between, an order is not counted twice: each sku's counts
@@ -333,7 +374,9 @@ class TriggerWorker:
             for sku in skus
         ]
         await self._persisted(self.copurchase_table, pairs, reached)
-        states = [await self._store(key, user) for key, user in batch.users.items() if user.changed]
+        states = [
+            await self._store(key, user) for (_, key), user in batch.users.items() if user.changed
+        ]
         await self._persisted(self.users, states, reached)
         # The changelogs hold every write before any input offset is acknowledged; the
         # offset each database has reached is remembered once per batch (faust's
@@ -363,8 +406,8 @@ class TriggerWorker:
         for every message in hand: a rebalance or a stop)."""
         self.giving_back = True  # until the next assignment is ready
         unacked = self.app.consumer._unacked_messages  # type: ignore[attr-defined]
-        for message, _ in self.merge.clear():
-            unacked.discard(message)
+        for read in self.merge.clear():
+            unacked.discard(read.message)
         consumer = self.app.consumer
         for partition in list(consumer._buffered_partitions):  # type: ignore[attr-defined]
             consumer.on_buffer_drop(partition)  # nothing is waiting any more
@@ -372,13 +415,18 @@ class TriggerWorker:
     async def _release_waiting(self) -> None:
         """Once the consumer has had nothing for the worker for a while, an input the
         consumer knows nothing about yet (no fetch answered) stops holding the others
-        back. An input known to have unread messages always does: they will come."""
+        back. An input known to have unread messages always does: they will come. With
+        ``max_idle``, messages that waited that long for an input with nothing buffered
+        go too."""
         idle = self.idle_since
-        if idle is None or time.monotonic() - idle < MAX_WAIT:
-            return
-        waiting = self.merge.partitions()
-        if waiting:
-            await self._release(waiting, idle=True)
+        if idle is None:
+            return  # a batch is under way
+        if time.monotonic() - idle >= MAX_WAIT:
+            waiting = self.merge.partitions()
+            if waiting:
+                await self._release(waiting, idle=True)
+        elif idled := self.merge.idled():
+            await self._release(idled)
 
     def consumer_lag(self) -> dict[tuple[str, int], int]:
         """Per input topic (its DESIGN name) and partition owned: the messages on the
@@ -432,49 +480,104 @@ class TriggerWorker:
 
     # --- one event, one tick ---------------------------------------------------------
 
-    async def _on_event(
-        self, batch: Batch, message: Message, decoded: Event | InvalidEvent
-    ) -> None:
+    async def _on_event(self, batch: Batch, read: Read) -> None:
+        message = read.message
         batch.messages.append(message)
-        topic = self.design_name[message.topic]
+        topic, decoded = read.topic, read.decoded
+        origin = Origin(topic, message.partition, message.offset)
         if isinstance(decoded, InvalidEvent):
             metrics.EVENTS_INVALID.labels(topic, decoded.code).inc()
-            await self._dead_letter(batch, message, decoded.code, decoded.reason)
+            await self._dead_letter(batch, read, decoded.code, decoded.reason)
             return
         event = decoded
-        metrics.EVENTS.labels(topic, event.type).inc()
         key = event.user_id.encode()
         partition: int = message.partition
+        home = partition_of(event.user_id, self.partition_count)
+        if home != partition:
+            await self._forward(batch, read, event, home)
+            return
+        metrics.EVENTS.labels(topic, event.type).inc()
         user: TouchedUser | None = None
+        # Offsets order the messages of one topic partition: a forwarded order's
+        # offset is on repartition, not comparable with the orders read directly.
+        position = message.offset if read.source == topic else None
         try:
             user = self._user(batch, partition, key)
             state = user.state
-            if state is not None and _already_processed(state, topic, message):
+            if state is not None and _already_processed(state, read.source, message):
                 metrics.EVENTS_DUPLICATE.inc()
                 return
-            step = self._engine(partition).handle(event.user_id, state, event, message.offset)
+            step = self._engine(partition).handle(event.user_id, state, event, position)
         except Exception as error:  # a bug must cost one event, never the worker
             log.exception("the engine failed on %s offset %s", message.topic, message.offset)
             if user is not None:
                 self._redo(key, user)
             metrics.EVENTS_INVALID.labels(topic, "internal_error").inc()
-            await self._dead_letter(
-                batch, message, "internal_error", f"the engine failed: {error!r}"
-            )
+            await self._dead_letter(batch, read, "internal_error", f"the engine failed: {error!r}")
             return
         if step.duplicate:
             metrics.EVENTS_DUPLICATE.inc()
             return
         if step.state is not None:
-            step.state.processed[topic] = [partition, message.offset]
+            step.state.processed[read.source] = [partition, message.offset]
         user.state = step.state
         user.changed = True
-        user.done.append(Redo(topic, message, event))
+        user.done.append(Redo(read.source, message, event, position=position))
         batch.processed += 1
-        await self._send_step(batch, key, step)
+        await self._send_step(batch, key, step, read.headers, origin)
         if event.qualified_type == "purchase.order_completed":
             items = event.properties.items  # type: ignore[union-attr]
             batch.purchased.setdefault(partition, set()).update(item.sku for item in items)
+
+    async def _forward(self, batch: Batch, read: Read, event: Event, home: int) -> None:
+        """Send a message that reached another partition than its user's home to the
+        home partition, through ``repartition``: processed here, it would meet no state
+        of the user, or a second one (state lives on the home partition only)."""
+        message = read.message
+        if read.source == REPARTITION_TOPIC:
+            # Forwarded by murmur2 % the same partition count: only a repartition topic
+            # with another partition count than the inputs' (refused at start) does it.
+            await self._dead_letter(
+                batch,
+                read,
+                "internal_error",
+                f"forwarded to partition {message.partition}, but its user's home is {home}",
+            )
+            return
+        if message.key is None:
+            cause = "null_key"
+        elif message.key != event.user_id.encode():
+            cause = "key_mismatch"
+        else:
+            cause = "partitioner"
+        metrics.EVENTS_MISROUTED.labels(read.topic, cause).inc()
+        if (read.topic, cause) not in self.misrouted_told:
+            self.misrouted_told.add((read.topic, cause))
+            log.warning(
+                "%s partition %d: the event of user %r belongs on partition %d "
+                "(murmur2 of the user_id, as Kafka's default partitioner places it); "
+                "forwarding such messages (cause %s) to their home partition through %s, "
+                "which costs a second write and read each. Fix: %s "
+                "(said once per topic and cause; counted in "
+                "triggerstream_events_misrouted_total)",
+                message.topic,
+                message.partition,
+                event.user_id,
+                home,
+                cause,
+                self.settings.topic(REPARTITION_TOPIC),
+                PRODUCER_FIX[cause],
+            )
+        batch.deliveries.append(
+            await self.outputs.send(
+                REPARTITION_TOPIC,
+                event.user_id.encode(),
+                message.value,
+                partition=home,
+                headers=[*read.headers, (FORWARDED_FROM, read.topic.encode())],
+                origin=Origin(read.topic, message.partition, message.offset),
+            )
+        )
 
     async def _on_tick(self, batch: Batch, message: Message) -> None:
         batch.messages.append(message)
@@ -492,7 +595,7 @@ class TriggerWorker:
             user.state = step.state
             user.changed = True
             user.done.append(Redo(None, message, None, now))
-            await self._send_step(batch, key, step)
+            await self._send_step(batch, key, step, (), None)
         elif not user.changed:
             self._schedule(partition).set(user_id, engine.next_due(user.state))
 
@@ -524,13 +627,14 @@ class TriggerWorker:
     def _user(self, batch: Batch, partition: int, key: bytes) -> TouchedUser:
         """The user's state as this batch has it: kept from an earlier batch, or loaded
         from the store the first time."""
-        user = batch.users.get(key)
+        place = (partition, key)
+        user = batch.users.get(place)
         if user is None:
-            state = self.recent.get(key)
+            state = self.recent.get(place)
             if state is None:
                 stored = self._database(partition).get(key)
                 state = None if stored is None else UserState.from_bytes(stored)
-            user = batch.users[key] = TouchedUser(partition, state is not None, state)
+            user = batch.users[place] = TouchedUser(partition, state is not None, state)
         return user
 
     def _redo(self, key: bytes, user: TouchedUser) -> None:
@@ -538,7 +642,7 @@ class TriggerWorker:
         with the batch's earlier steps of the user applied again (the engine is a pure
         function of state and input; their records were sent already)."""
         user_id = key.decode()
-        self.recent.forget(key)  # changed in place half-way
+        self.recent.forget((user.partition, key))  # changed in place half-way
         # Its own copy of the co-purchase counts: the batch's orders are in them already.
         counts = copy.deepcopy(self._engine(user.partition).copurchases)
         engine = Engine(self.rules, counts)
@@ -549,7 +653,7 @@ class TriggerWorker:
                 assert state is not None
                 state = engine.fire_due(user_id, state, done.now).state
                 continue
-            state = engine.handle(user_id, state, done.event, done.message.offset).state
+            state = engine.handle(user_id, state, done.event, done.position).state
             if state is not None and done.topic is not None:
                 state.processed[done.topic] = [user.partition, done.message.offset]
         user.state = state
@@ -560,7 +664,7 @@ class TriggerWorker:
         partition = user.partition
         user_id = key.decode()
         if user.state is None:  # erased
-            self.recent.forget(key)
+            self.recent.forget((partition, key))
             self._schedule(partition).set(user_id, None)
             if not user.stored:
                 return None
@@ -570,7 +674,7 @@ class TriggerWorker:
             return await self._changelog(self.users, partition, key, None)
         value = user.state.to_bytes()
         self._database(partition).put(key, value)
-        self.recent.remember(key, user.state, len(value))
+        self.recent.remember((partition, key), user.state, len(value))
         if not user.stored:
             self._count_users(+1)
         self._schedule(partition).set(user_id, self._engine(partition).next_due(user.state))
@@ -627,21 +731,39 @@ class TriggerWorker:
 
     # --- outputs ---------------------------------------------------------------------
 
-    async def _send_step(self, batch: Batch, key: bytes, step: Step) -> None:
-        """Hand every record of a step to the producer; the batch awaits them."""
+    async def _send_step(
+        self, batch: Batch, key: bytes, step: Step, headers: Headers, origin: Origin | None
+    ) -> None:
+        """Hand every record of a step to the producer, with the headers of the input
+        that caused it; the batch awaits them."""
         now = dt.datetime.now(dt.UTC)
         deliveries = batch.deliveries
+        send = self.outputs.send
         for decision in step.decisions:
             metrics.DECISIONS.labels(
                 decision.rule_id or "", decision.outcome, decision.reason or ""
             ).inc()
-            deliveries.append(await self._send(DECISIONS_TOPIC, key, decision.model_dump_json()))
+            deliveries.append(
+                await send(
+                    DECISIONS_TOPIC,
+                    key,
+                    decision.model_dump_json().encode(),
+                    headers=headers,
+                    origin=origin,
+                )
+            )
         for trigger in step.triggers:
             emitted = trigger.model_copy(update={"emitted_at": now})
             metrics.TRIGGERS.labels(trigger.rule_id, trigger.channel, trigger.variant or "").inc()
             metrics.TRIGGER_LATENCY.observe(max(0.0, (now - trigger.triggered_at).total_seconds()))
             deliveries.append(
-                await self._send(CHANNEL_TOPICS[trigger.channel], key, emitted.model_dump_json())
+                await send(
+                    CHANNEL_TOPICS[trigger.channel],
+                    key,
+                    emitted.model_dump_json().encode(),
+                    headers=headers,
+                    origin=origin,
+                )
             )
         for attribution in step.attributions:
             metrics.ATTRIBUTIONS.labels(
@@ -651,34 +773,34 @@ class TriggerWorker:
                 attribution.revenue
             )
             deliveries.append(
-                await self._send(ATTRIBUTIONS_TOPIC, key, attribution.model_dump_json())
+                await send(
+                    ATTRIBUTIONS_TOPIC,
+                    key,
+                    attribution.model_dump_json().encode(),
+                    headers=headers,
+                    origin=origin,
+                )
             )
 
-    async def _send(
-        self, topic: str, key: bytes | None, value: str | bytes, partition: int | None = None
-    ) -> Awaitable[Any]:
-        """Hand a record to the producer, retrying while the broker refuses it; returns
-        the acknowledgement to wait for."""
-        payload = value.encode() if isinstance(value, str) else value
-        while True:
-            try:
-                return await self.outputs[topic].send(key=key, value=payload, partition=partition)
-            except KafkaError as error:
-                log.warning("sending to %s failed (%s); retrying in %ss", topic, error, SEND_RETRY)
-                await asyncio.sleep(SEND_RETRY)
-
-    async def _dead_letter(self, batch: Batch, message: Message, code: str, reason: str) -> None:
+    async def _dead_letter(self, batch: Batch, read: Read, code: str, reason: str) -> None:
+        """Send an input message that cannot be used to ``events.dlq``, keyed by its
+        user_id when its value has one (else by its own key)."""
+        message = read.message
         record = DeadLetter.of_value(
-            message.value if message.value is not None else b"",
+            message.value,
             code,
             reason,
-            topic=self.design_name.get(message.topic, message.topic),
+            topic=read.source,
             partition=message.partition,
             offset=message.offset,
         )
         batch.deliveries.append(
-            await self._send(
-                DEAD_LETTER_TOPIC, message.key, record.model_dump_json(exclude_none=True)
+            await self.outputs.send(
+                DEAD_LETTER_TOPIC,
+                _user_key(message.value) or message.key,
+                record.model_dump_json(exclude_none=True).encode(),
+                headers=read.headers,
+                origin=Origin(read.source, message.partition, message.offset),
             )
         )
 
@@ -694,18 +816,16 @@ class TriggerWorker:
             if self._follows_wall_clock(partition, now)
             for user in schedule.pop_due(now)
         ]
-        acks = []
-        for partition, user in due:
-            acks.append(
-                await self._send(
-                    TIMER_TICKS_TOPIC,
-                    user.encode(),
-                    orjson.dumps({"user_id": user}),
-                    partition=partition,
-                )
+        ticks = [
+            await self.outputs.send(
+                TIMER_TICKS_TOPIC,
+                user.encode(),
+                orjson.dumps({"user_id": user}),
+                partition=partition,
             )
-        for ack in acks:
-            await ack
+            for partition, user in due
+        ]
+        await self.outputs.settle(ticks)
 
     def _follows_wall_clock(self, partition: int, now: float) -> bool:
         """Whether the partition's timers may fire on the wall clock: its input read to
@@ -817,6 +937,34 @@ class TriggerWorker:
         self.engines = {}  # rebuilt on demand, with the same co-purchase counts
         metrics.RULES_RELOADS.labels("applied").inc()
         log.info("rules reloaded from %s: %d rule(s)", self.rules_path, len(rules.rules))
+
+
+def _headers(message: Message) -> Headers:
+    """A message's headers as (name, value) pairs."""
+    headers = message.headers
+    if not headers:
+        return ()
+    if isinstance(headers, Mapping):
+        return tuple(headers.items())
+    return tuple(headers)
+
+
+def _forwarded(headers: Headers) -> tuple[str, Headers]:
+    """The input topic a forwarded message was published to, and its own headers."""
+    topic = next((value for name, value in headers if name == FORWARDED_FROM), b"")
+    return topic.decode(errors="replace"), tuple(h for h in headers if h[0] != FORWARDED_FROM)
+
+
+def _user_key(value: bytes | None) -> bytes | None:
+    """The ``user_id`` of a value that has one (a dead letter's key)."""
+    if not value:
+        return None
+    try:
+        document = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+    user = document.get("user_id") if isinstance(document, dict) else None
+    return user.encode() if isinstance(user, str) and user else None
 
 
 def _already_processed(state: UserState, topic: str, message: Any) -> bool:

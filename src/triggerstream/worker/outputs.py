@@ -1,0 +1,192 @@
+"""Where the worker's records go: handed to the producer as they are made, awaited once
+per batch, and never a reason for the worker to stop.
+
+A record the broker cannot take for now (a broker down, a leader moving: a retriable
+error, or a timeout) is sent again until it is taken. A record it will never take (too
+large for the broker or the topic, a topic the worker may not write: a permanent error)
+is not retried for ever and does not stop the worker: it is logged, counted in
+``triggerstream_outputs_failed_total{topic,reason}`` and sent to ``events.dlq`` as a
+dead letter (``output_refused``) naming the input message that caused it, with at most
+the first 64 KiB of the record. A dead letter that cannot be sent either is logged and
+counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka.errors import (
+    KafkaConnectionError,
+    KafkaError,
+    KafkaTimeoutError,
+    RequestTimedOutError,
+)
+from faust.exceptions import ProducerSendError
+
+from triggerstream.records import DEAD_LETTER_TOPIC, DeadLetter
+from triggerstream.worker import metrics
+
+log = logging.getLogger("triggerstream.worker")
+
+Headers = Sequence[tuple[str, bytes]]
+
+SEND_RETRY = 1.0
+"""Seconds between two attempts to send a record the broker did not take for now."""
+WARN_EVERY = 30.0
+"""Seconds between two warnings about the same topic's retried sends."""
+
+
+@dataclass(slots=True)
+class Origin:
+    """The input message a record was made for (where its dead letter points)."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass(slots=True)
+class Delivery:
+    """A record handed to the producer, and the broker's acknowledgement to wait for."""
+
+    topic: str
+    """The topic's name in the design (without prefix)."""
+    key: bytes | None
+    value: bytes
+    partition: int | None
+    headers: Headers | None
+    origin: Origin | None
+    ack: Awaitable[Any] | None
+
+
+def permanent(error: BaseException) -> bool:
+    """Whether sending again can never succeed (faust wraps aiokafka's errors)."""
+    if isinstance(error, ProducerSendError) and error.__cause__ is not None:
+        error = error.__cause__
+    if isinstance(error, KafkaTimeoutError | KafkaConnectionError | RequestTimedOutError):
+        return False  # the broker is away or slow: it comes back
+    if isinstance(error, KafkaError):
+        return not error.retriable
+    return not isinstance(error, ProducerSendError)
+
+
+def _name(error: BaseException) -> str:
+    if isinstance(error, ProducerSendError) and error.__cause__ is not None:
+        error = error.__cause__
+    return type(error).__name__
+
+
+class Outputs:
+    """Sends records to the worker's output topics through faust's producer."""
+
+    def __init__(self, app: Any, topics: Mapping[str, str]) -> None:
+        self.app = app
+        """The faust app, whose producer is made when first used."""
+        self.topics = dict(topics)
+        """Design name -> the topic's name on the broker."""
+        self._warned_at: dict[str, float] = {}
+
+    async def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        *,
+        partition: int | None = None,
+        headers: Headers | None = None,
+        origin: Origin | None = None,
+    ) -> Delivery:
+        """Hand a record to the producer; :meth:`settle` waits for it."""
+        delivery = Delivery(topic, key, value, partition, headers, origin, None)
+        await self._hand_over(delivery)
+        return delivery
+
+    async def settle(self, deliveries: Sequence[Delivery]) -> None:
+        """Wait until the broker has every record, or it has refused one for good (then
+        the record is logged, counted and dead-lettered)."""
+        for delivery in deliveries:
+            while delivery.ack is not None:
+                try:
+                    await delivery.ack
+                    break
+                except Exception as error:
+                    if permanent(error):
+                        await self._refused(delivery, error)
+                        break
+                    self._warn_retrying(delivery.topic, error)
+                    await asyncio.sleep(SEND_RETRY)
+                    await self._hand_over(delivery)
+
+    async def _hand_over(self, delivery: Delivery) -> None:
+        """Give the record to the producer, waiting while it cannot take it for now;
+        a record it refuses for good is dealt with here (no acknowledgement then)."""
+        while True:
+            try:
+                delivery.ack = await self.app.producer.send(
+                    self.topics[delivery.topic],
+                    delivery.key,
+                    delivery.value,
+                    delivery.partition,
+                    None,
+                    list(delivery.headers) if delivery.headers else None,
+                )
+                return
+            except Exception as error:
+                if permanent(error):
+                    delivery.ack = None
+                    await self._refused(delivery, error)
+                    return
+                self._warn_retrying(delivery.topic, error)
+                await asyncio.sleep(SEND_RETRY)
+
+    def _warn_retrying(self, topic: str, error: BaseException) -> None:
+        now = time.monotonic()
+        if now - self._warned_at.get(topic, float("-inf")) >= WARN_EVERY:
+            self._warned_at[topic] = now
+            log.warning(
+                "sending to %s failed for now (%s: %s); retrying every %ss",
+                self.topics[topic],
+                _name(error),
+                error,
+                SEND_RETRY,
+            )
+
+    async def _refused(self, delivery: Delivery, error: BaseException) -> None:
+        """A record the broker will never take: logged, counted, and dead-lettered
+        (unless it is a dead letter itself)."""
+        reason = _name(error)
+        metrics.OUTPUTS_FAILED.labels(delivery.topic, reason).inc()
+        origin = delivery.origin
+        where = (
+            f" (caused by {origin.topic} partition {origin.partition} offset {origin.offset})"
+            if origin
+            else ""
+        )
+        log.error(
+            "a %d-byte record for %s was refused and is not sent: %s: %s%s",
+            len(delivery.value),
+            self.topics[delivery.topic],
+            reason,
+            error,
+            where,
+        )
+        if delivery.topic == DEAD_LETTER_TOPIC:
+            return
+        record = DeadLetter.of_value(
+            delivery.value,
+            "output_refused",
+            f"a record for {delivery.topic} could not be sent: {reason}: {error}"[:1000],
+            topic=origin.topic if origin else delivery.topic,
+            partition=origin.partition if origin else None,
+            offset=origin.offset if origin else None,
+        )
+        # Without the input's headers: they may be what made the record too large.
+        letter = await self.send(
+            DEAD_LETTER_TOPIC, delivery.key, record.model_dump_json(exclude_none=True).encode()
+        )
+        await self.settle([letter])
