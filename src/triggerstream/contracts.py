@@ -48,6 +48,17 @@ _TIME_NOTE = (
 )
 
 
+KEY_OF_INPUT = (
+    "Producers key every input message by its user_id and place it with Kafka's default "
+    "partitioner (murmur2 of the key, as the Java client and aiokafka do; librdkafka "
+    "clients such as confluent-kafka need partitioner=murmur2_random). A message on "
+    "another partition is forwarded by the worker to its user's partition (counted in "
+    "triggerstream_events_misrouted_total): nothing is lost, but it costs a second "
+    "write and read. Values are JSON of at most 64 KiB, in any codec (none, gzip, "
+    "snappy, lz4, zstd); headers are carried to the records an event causes."
+)
+
+
 def record_schema(name: str) -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of one record type."""
     if name in _INPUT_RECORDS:
@@ -96,7 +107,10 @@ def asyncapi_document() -> dict[str, Any]:
             "payload": {"$ref": f"./schemas/{record}.schema.json"},
             "bindings": {
                 "kafka": {
-                    "key": {"type": "string", "description": "user_id"},
+                    "key": {
+                        "type": "string",
+                        "description": KEY_OF_INPUT if record in _INPUT_RECORDS else "user_id",
+                    },
                     "bindingVersion": "0.5.0",
                 }
             },
@@ -136,6 +150,8 @@ def asyncapi_document() -> dict[str, Any]:
                 "support and profile events and notification services publish offer "
                 "feedback; triggerstream publishes offer triggers per channel, decisions, "
                 "attributions and dead letters. Every message is keyed by user_id. "
+                + KEY_OF_INPUT
+                + " "
                 "Generated from the models by `python -m triggerstream.contracts`."
             ),
             "license": {"name": "Apache-2.0"},
