@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from aiokafka import AIOKafkaProducer
 
 from tests.engine_support import event, rule, rules_file
@@ -25,9 +26,10 @@ from tests.worker_support import (
     write_lines,
 )
 from triggerstream import kafka
+from triggerstream.core.state import UserState
 from triggerstream.records import CHANNEL_TOPICS, DEAD_LETTER_TOPIC, DECISIONS_TOPIC
 from triggerstream.settings import Settings
-from triggerstream.topics import partition_of
+from triggerstream.topics import load_topics, partition_of
 
 PARTITIONS = 8
 Message = tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]], int | None]
@@ -374,3 +376,51 @@ def test_with_max_idle_a_slower_producers_earlier_events_are_decided_in_time_ord
     expected = replayed(events, tmp_path, cli_env, rules)["decisions"]
     assert len(expected) == len(users)
     assert_same_decisions(decisions(settings), expected)
+
+
+@pytest.mark.apache_only
+def test_a_state_kept_off_its_users_home_partition_is_deleted_at_start(
+    settings: Settings, cli_env: dict[str, str], tmp_path: Path, workers: list[WorkerProcess]
+) -> None:
+    """A version that processed misrouted messages where they landed left a second state
+    of the user on another partition: never read again, it would keep an erased user's
+    data and fire their timers twice. The worker deletes it (RocksDB and changelog)."""
+    create_topics(cli_env)
+    ticks = next(spec for spec in load_topics() if spec.name == "timer-ticks")
+    changelog = settings.topic("triggerstream-users-changelog")
+    asyncio.run(
+        kafka.create_topics(
+            settings, [ticks.model_copy(update={"name": "triggerstream-users-changelog"})]
+        )
+    )
+    home = partition_of("stray", PARTITIONS)
+    stray = UserState(first_name="Maya", consent={"push": True})
+    asyncio.run(
+        send_to(settings, changelog, [(b"stray", stray.to_bytes(), (home + 3) % PARTITIONS)])
+    )
+    worker = start_worker(cli_env, any_feature(tmp_path), tmp_path, workers)
+    assert "deleted the state of 1 user(s) kept off their home partition" in worker.log()
+    assert worker.metric("triggerstream_users_tracked") == 0
+    kept = asyncio.run(last_values(settings, changelog))
+    assert kept == {b"stray": None}
+
+
+async def send_to(settings: Settings, topic: str, messages: list[tuple[bytes, bytes, int]]) -> None:
+    producer = AIOKafkaProducer(**settings.kafka_options(), acks="all")
+    await producer.start()
+    try:
+        for key, value, partition in messages:
+            await producer.send_and_wait(topic, value, key=key, partition=partition)
+    finally:
+        await producer.stop()
+
+
+async def last_values(settings: Settings, topic: str) -> dict[bytes | None, bytes | None]:
+    """The latest value of each key of a topic (None: a tombstone)."""
+    latest: dict[bytes | None, bytes | None] = {}
+    async with kafka.reading(settings, [topic]) as (consumer, assigned):
+        await consumer.seek_to_beginning(*assigned)
+        while batches := await consumer.getmany(timeout_ms=1500):
+            for records in batches.values():
+                latest.update((r.key, r.value) for r in records)
+    return latest

@@ -887,14 +887,20 @@ class TriggerWorker:
         self.read_offset = {}  # until a message is read: the committed offset
         self.processed_offset = {}
         users = 0
+        strays: list[tuple[int, bytes]] = []
         for partition in sorted(active):
             engine = self._engine(partition)
             schedule = self._schedule(partition)
             for key, value in _stored(self.users, partition):
+                if partition_of(key.decode(), self.partition_count) != partition:
+                    strays.append((partition, key))
+                    continue
                 users += 1
                 due = engine.next_due(UserState.from_bytes(value))
                 if due is not None:
                     schedule.set(key.decode(), due)
+        if strays:
+            await self._remove_strays(strays)
         self.partitions = sorted(active)
         self.users_tracked = users
         self.giving_back = False
@@ -907,6 +913,26 @@ class TriggerWorker:
             users,
             sum(len(schedule) for schedule in self.schedules.values()),
             time.perf_counter() - began,
+        )
+
+    async def _remove_strays(self, strays: list[tuple[int, bytes]]) -> None:
+        """Delete states kept on another partition than their user's home: written by a
+        version that processed misrouted messages where they landed. Never read again
+        (state lives on the home partition), they would keep an erased user's data and
+        fire their timers a second time."""
+        acknowledgements = []
+        for partition, key in strays:
+            self._database(partition).delete(key)
+            self.erased.setdefault(partition, set()).add(key)
+            acknowledgements.append(await self._changelog(self.users, partition, key, None))
+        await self._persisted(self.users, acknowledgements, {})
+        log.warning(
+            "deleted the state of %d user(s) kept off their home partition (murmur2 of the "
+            "user_id), e.g. %r on partition %d: written before misrouted messages were "
+            "forwarded home, and never read since; their home partition's state stays",
+            len(strays),
+            strays[0][1].decode(),
+            strays[0][0],
         )
 
     # --- rules -----------------------------------------------------------------------
