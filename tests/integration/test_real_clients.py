@@ -1,5 +1,5 @@
 """Producers other than our own, as product services run them: confluent-kafka
-(librdkafka) and the Java client (DESIGN.md section 12)."""
+(librdkafka) and the Java client. Where their keys land (DESIGN.md section 12)."""
 
 from __future__ import annotations
 
@@ -19,11 +19,13 @@ from tests.real_clients import (
     Message,
     NotDelivered,
     confluent_produce,
+    crc32_partition,
     java_config,
     java_produce,
 )
 from triggerstream import kafka
 from triggerstream.settings import Settings
+from triggerstream.topics import input_partitions, load_topics, partition_of
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,62 @@ def send(
         max_request_bytes=max_request_bytes,
         config=config,
     )
+
+
+# --- where a key lands -----------------------------------------------------------------
+
+USERS = [f"u-{n:04d}" for n in range(200)]
+
+
+def test_each_client_puts_a_key_where_its_partitioner_says(
+    settings: Settings, kafka_broker: RunningBroker
+) -> None:
+    """The Java client and aiokafka place a user where `partition_of` (murmur2) says;
+    confluent-kafka's default (crc32) puts most users elsewhere, unless it is set to
+    `murmur2_random`."""
+    inputs = [spec for spec in load_topics() if spec.direction == "in"]
+    asyncio.run(kafka.create_topics(settings, inputs))
+    partitions = input_partitions()
+
+    topics = {
+        "aiokafka": "usage-events",
+        "java": "purchase-events",
+        "confluent-kafka": "support-events",
+        "confluent-kafka murmur2_random": "profile-events",
+    }
+
+    def keyed(client: str) -> list[Message]:
+        return [Message(settings.topic(topics[client]), u.encode(), b"{}") for u in USERS]
+
+    asyncio.run(kafka.produce(settings, [(m.topic, m.key, b"{}") for m in keyed("aiokafka")]))
+    told = {
+        "java": send(kafka_broker, "java", keyed("java")),
+        "confluent-kafka": send(kafka_broker, "confluent-kafka", keyed("confluent-kafka")),
+        "confluent-kafka murmur2_random": send(
+            kafka_broker,
+            "confluent-kafka",
+            keyed("confluent-kafka murmur2_random"),
+            config={"partitioner": "murmur2_random"},
+        ),
+    }
+    landed: dict[str, dict[str, int]] = {}
+    for client, topic in topics.items():
+        records = read_back(settings, settings.topic(topic), len(USERS))
+        landed[client] = {r.key.decode(): r.partition for r in records if r.key is not None}
+        assert sorted(landed[client]) == USERS, f"{client}: {len(records)} records read"
+    for client, delivered in told.items():
+        # What the producer was told is where a consumer finds it.
+        assert [d.partition for d in delivered] == [landed[client][u] for u in USERS], client
+
+    murmur2 = {u: partition_of(u, partitions) for u in USERS}
+    crc32 = {u: crc32_partition(u.encode(), partitions) for u in USERS}
+    assert landed["aiokafka"] == murmur2
+    assert landed["java"] == murmur2
+    assert landed["confluent-kafka murmur2_random"] == murmur2
+    assert landed["confluent-kafka"] == crc32
+    elsewhere = sum(landed["confluent-kafka"][u] != murmur2[u] for u in USERS)
+    # With 8 partitions, 7 keys in 8 are expected elsewhere (175 of 200).
+    assert 0.8 * len(USERS) <= elsewhere <= 0.95 * len(USERS), elsewhere
 
 
 # --- the producers themselves -------------------------------------------------------------
