@@ -16,7 +16,11 @@ from pathlib import Path
 
 import orjson
 import pytest
+from aiokafka import TopicPartition
 from aiokafka.admin import NewTopic
+from aiokafka.client import AIOKafkaClient
+from aiokafka.protocol.fetch import FetchRequest
+from aiokafka.record.memory_records import MemoryRecords
 
 from tests.conftest import RunningBroker
 from tests.engine_support import event, rule, rules_file
@@ -211,12 +215,40 @@ def test_the_worker_reads_every_codec_each_client_writes(
     assert worker.process is not None
     assert worker.process.poll() is None, worker.log()[-3000:]
     assert "Traceback" not in worker.log()
-    # aiokafka's consumer reads every batch back as it was sent.
+    # Each batch is on the broker as its client compressed it (librdkafka would send
+    # uncompressed what compression does not shrink), and aiokafka's consumer reads
+    # every one back as it was sent.
+    assert asyncio.run(batch_codecs(settings, topic)) == set(CODECS)
     landed = read_back(settings, topic, len(sent))
     assert sorted((r.key, r.value, r.headers) for r in landed) == sorted(
         (m.key, m.value, tuple(m.headers)) for m in sent
     )
     assert worker.stop(signal.SIGTERM) == 0
+
+
+async def batch_codecs(settings: Settings, topic: str) -> set[Codec]:
+    """The compression of every record batch of a topic (its name on the broker), as
+    the broker serves it: a consumer sees only the records, decompressed."""
+    client = AIOKafkaClient(**settings.kafka_options())
+    await client.bootstrap()
+    codecs: set[Codec] = set()
+    try:
+        cluster = await client.fetch_all_metadata()
+        for partition in cluster.partitions_for_topic(topic):
+            leader = cluster.leader_for_partition(TopicPartition(topic, partition))
+            everything = [(topic, [(partition, 0, 64 * 1024 * 1024)])]
+            # Up to 500 ms: Tansu answered a fetch that may not wait (0 ms) with nothing.
+            response = await client.send(
+                leader, FetchRequest(500, 1, 64 * 1024 * 1024, 0, everything)
+            )
+            for _, partitions in response.topics:
+                for fetched in partitions:
+                    records = MemoryRecords(fetched[-1])
+                    while (batch := records.next_batch()) is not None:
+                        codecs.add(CODECS[batch.compression_type])  # 0 none ... 4 zstd
+    finally:
+        await client.close()
+    return codecs
 
 
 def processed_while_alive(worker: WorkerProcess, events: int, timeout: float = 60) -> float:
