@@ -11,13 +11,14 @@ import asyncio
 import base64
 import contextlib
 import logging
+import os
 import signal
 import socket
 import sys
 import time
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import click
 import orjson
@@ -28,7 +29,13 @@ from triggerstream.events import INPUT_TOPICS, MAX_EVENT_BYTES, InvalidEvent, va
 from triggerstream.settings import Settings
 from triggerstream.topics import TIMER_TICKS_TOPIC, load_topics
 
+if TYPE_CHECKING:
+    from triggerstream.report import Report
+    from triggerstream.rules.load import RulesError
+
 F = TypeVar("F", bound=Callable[..., Any])
+OUTPUT = click.Path(dir_okay=False, allow_dash=True, path_type=Path)
+"""A file a command writes ('-': stdout), checked with :func:`writable` before use."""
 T = TypeVar("T")
 
 
@@ -70,6 +77,31 @@ def kafka_flags(command: F) -> F:
     )(command)
 
 
+def writable(path: Path, flag: str) -> None:
+    """Fail now, before anything runs or is written, when ``path`` cannot be written
+    as a file: a folder, or in a folder that does not exist or is not writable."""
+    if str(path) == "-":
+        return
+    if path.is_dir():
+        fail(f"{flag} {path}: is a folder; give a file name")
+    folder = path.parent
+    if not folder.is_dir():
+        missing = "is not a folder" if folder.exists() else "does not exist"
+        fail(f"{flag} {path}: the folder {folder} {missing}")
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        fail(f"{flag} {path}: not writable")
+
+
+def unusable_rules(path: Path, error: RulesError) -> str:
+    """One line for a rules file that cannot be used: the first problem, and how to
+    see them all."""
+    return (
+        f"{path} has {len(error.problems)} problem(s), first: "
+        f"{error.problems[0].render(str(path))}; "
+        f"see all with `triggerstream rules check {path}`"
+    )
+
+
 def run(coroutine: Coroutine[Any, Any, T]) -> T:
     """Run a coroutine; Kafka problems become one line and exit status 2."""
     try:
@@ -79,7 +111,23 @@ def run(coroutine: Coroutine[Any, Any, T]) -> T:
         raise AssertionError("unreachable") from None
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class Commands(click.Group):
+    """The command group: a file or folder argument click refuses (missing, a folder
+    where a file belongs, unwritable) is one line and exit status 2, like every other
+    problem a user can fix, instead of click's usage block."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.BadParameter as error:
+            param = error.param
+            if param is None or not isinstance(param.type, click.Path | click.File):
+                raise
+            hint = param.get_error_hint(error.ctx or ctx).strip("'")
+            fail(f"{hint}: {error.message}")
+
+
+@click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="triggerstream")
 def main() -> None:
     """triggerstream: behavioral offer triggers from Kafka event streams.
@@ -241,11 +289,17 @@ def worker(**flags: Any) -> None:
     try:
         load_rules(settings.rules)
     except RulesError as error:
-        fail(f"the worker needs a valid rules file; {error}")
+        fail(f"the worker needs a valid rules file: {unusable_rules(settings.rules, error)}")
         return
     except OSError as error:
         fail(f"cannot read the rules file {settings.rules}: {error.strerror}")
         return
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        fail(f"data dir {settings.data_dir}: cannot make the folder: {error.strerror}")
+    if not os.access(settings.data_dir, os.W_OK):
+        fail(f"data dir {settings.data_dir}: not writable")
     logging.getLogger("triggerstream").setLevel(settings.log_level.upper())
     shown = ", ".join(f"{k}={v}" for k, v in settings.describe().items() if v is not None)
     click.echo(f"triggerstream worker: {shown}", err=True)
@@ -436,19 +490,10 @@ def rules_check(file: Path) -> None:
 @click.argument(
     "events", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
 )
-@click.option("--triggers", type=click.File("wb", lazy=False), default="-", show_default="stdout")
-@click.option(
-    "--decisions", type=click.File("wb", lazy=False), default=None, help="Write decision records."
-)
-@click.option(
-    "--attributions",
-    type=click.File("wb", lazy=False),
-    default=None,
-    help="Write attribution records.",
-)
-@click.option(
-    "--dlq", type=click.File("wb", lazy=False), default=None, help="Write invalid lines, with why."
-)
+@click.option("--triggers", type=OUTPUT, default="-", show_default="stdout")
+@click.option("--decisions", type=OUTPUT, default=None, help="Write decision records.")
+@click.option("--attributions", type=OUTPUT, default=None, help="Write attribution records.")
+@click.option("--dlq", type=OUTPUT, default=None, help="Write invalid lines, with why.")
 @click.option(
     "--until",
     default=None,
@@ -465,10 +510,10 @@ def rules_check(file: Path) -> None:
 def replay(
     rules_file: Path | None,
     events: tuple[Path, ...],
-    triggers: IO[bytes],
-    decisions: IO[bytes] | None,
-    attributions: IO[bytes] | None,
-    dlq: IO[bytes] | None,
+    triggers: Path,
+    decisions: Path | None,
+    attributions: Path | None,
+    dlq: Path | None,
     until: str | None,
     partitions: int | None,
 ) -> None:
@@ -495,24 +540,35 @@ def replay(
     try:
         loaded = load_rules(path)
     except RulesError as error:
-        fail(
-            f"{path} is not a usable rules file ({len(error.problems)} problem(s)); first: "
-            f"{error.problems[0].render(str(path))}; "
-            f"see all with `triggerstream rules check {path}`"
-        )
+        fail(f"replay needs a valid rules file: {unusable_rules(path, error)}")
         return
     until_at = _timestamp(until) if until else None
-    outputs = replaying.Outputs(
-        triggers=replaying.line_writer(triggers),
-        decisions=replaying.line_writer(decisions) if decisions else None,
-        attributions=replaying.line_writer(attributions) if attributions else None,
-        dead_letters=replaying.line_writer(dlq) if dlq else None,
-    )
-    with _progress(events) as advance:
-        summary = replaying.run(
-            Engine(loaded), list(events), outputs, until_at, advance, partitions
+    named = {"--triggers": triggers, "--decisions": decisions, "--attributions": attributions}
+    named["--dlq"] = dlq
+    for flag, output in named.items():
+        if output is not None:
+            writable(output, flag)
+    # Opened only now: an unusable rules file or argument leaves every file as it was.
+    with contextlib.ExitStack() as files:
+
+        def writer(path: Path | None) -> replaying.Writer | None:
+            if path is None:
+                return None
+            if str(path) == "-":
+                return replaying.line_writer(sys.stdout.buffer)
+            return replaying.line_writer(files.enter_context(path.open("wb")))
+
+        outputs = replaying.Outputs(
+            triggers=writer(triggers),
+            decisions=writer(decisions),
+            attributions=writer(attributions),
+            dead_letters=writer(dlq),
         )
-    triggers.flush()
+        with _progress(events) as advance:
+            summary = replaying.run(
+                Engine(loaded), list(events), outputs, until_at, advance, partitions
+            )
+    sys.stdout.buffer.flush()
     click.echo(summary.render(), err=True)
 
 
@@ -584,7 +640,7 @@ def _progress(paths: tuple[Path, ...]) -> Iterator[Callable[[int], None] | None]
     default="table",
     show_default=True,
 )
-@click.option("--output", type=click.File("w"), default="-", help="Where to write [stdout].")
+@click.option("--output", type=OUTPUT, default="-", help="Where to write [stdout].")
 @click.option(
     "--plot", type=click.Path(dir_okay=False, path_type=Path), help="Also draw a PNG chart."
 )
@@ -599,26 +655,50 @@ def report(
     decision_files: tuple[Path, ...],
     attribution_files: tuple[Path, ...],
     output_format: str,
-    output: IO[str],
+    output: Path,
     plot: Path | None,
     min_sample: int,
 ) -> None:
     """Matches, sends, suppressions, conversions, revenue and lift over the holdout,
     by rule, variant and channel."""
-    import csv
-
-    from pydantic import ValidationError as RecordError
-
     from triggerstream import report as reporting
     from triggerstream.records import Attribution, Decision
 
+    # Every destination is checked before the records are read: a chart that cannot be
+    # written fails now, not after the report.
+    writable(output, "--output")
+    if plot is not None:
+        writable(plot, "--plot")
+        try:
+            reporting.plotting_available()
+        except RuntimeError as error:
+            fail(str(error))
     try:
         decided = reporting.read_records(decision_files, Decision)
         credited = reporting.read_records(attribution_files, Attribution)
-    except RecordError as error:
-        fail(f"a record is not a decision or attribution: {error.errors()[0]['msg']}")
+    except reporting.NotRecords as error:
+        fail(str(error))
         return
     built = reporting.build(decided, credited, min_sample)
+    with (
+        contextlib.nullcontext(sys.stdout)
+        if str(output) == "-"
+        else output.open("w", encoding="utf-8")
+    ) as written:
+        _write_report(built, output_format, written)
+    if plot is not None:
+        try:
+            reporting.plot(built, plot)
+        except (RuntimeError, OSError) as error:
+            fail(f"--plot {plot}: {error}")
+        click.echo(f"chart written to {plot}", err=True)
+
+
+def _write_report(built: Report, output_format: str, output: IO[str]) -> None:
+    import csv
+
+    from triggerstream import report as reporting
+
     if output_format == "json":
         output.write(orjson.dumps(built.rows(), option=orjson.OPT_INDENT_2).decode() + "\n")
     elif output_format == "csv":
@@ -638,12 +718,6 @@ def report(
         console.print(reporting.render_table(built))
         if built.erased:
             console.print(f"{built.erased} erasure(s) recorded")
-    if plot is not None:
-        try:
-            reporting.plot(built, plot)
-        except RuntimeError as error:
-            fail(str(error))
-        click.echo(f"chart written to {plot}", err=True)
 
 
 if __name__ == "__main__":
@@ -688,7 +762,7 @@ if __name__ == "__main__":
 )
 @click.option(
     "--screenshot",
-    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    type=click.Path(dir_okay=False, path_type=Path),
     default=None,
     help="Save the final view as an SVG picture.",
 )
@@ -720,7 +794,18 @@ def demo(
         try:
             load_rules(rules)
         except RulesError as error:
-            fail(f"the demo needs a valid rules file; {error}")
+            fail(f"the demo needs a valid rules file: {unusable_rules(rules, error)}")
+    # Where it writes is checked before anything starts: a picture that cannot be saved
+    # must not cost the run and its summary.
+    if screenshot is not None:
+        writable(screenshot, "--screenshot")
+    if keep is not None:
+        try:
+            keep.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            fail(f"--keep {keep}: cannot make the folder: {error.strerror}")
+        if not os.access(keep, os.W_OK):
+            fail(f"--keep {keep}: not writable")
     port = port or _free_port()
     for wanted, flag in ((port, "--port"), (web_port, "--web-port")):
         if not _port_is_free(wanted):
