@@ -22,10 +22,18 @@ from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import click
 import orjson
+import pydantic_core
 from pydantic import ValidationError
 
 from triggerstream import kafka
-from triggerstream.events import INPUT_TOPICS, MAX_EVENT_BYTES, InvalidEvent, validate_event
+from triggerstream.events import (
+    BOM,
+    INPUT_TOPICS,
+    MAX_EVENT_BYTES,
+    InvalidEvent,
+    decode_event,
+    decode_line,
+)
 from triggerstream.settings import Settings
 from triggerstream.topics import TIMER_TICKS_TOPIC, load_topics
 
@@ -338,12 +346,14 @@ def produce(file: IO[bytes], topic: str | None, no_validate: bool, **flags: Any)
     problems: list[str] = []
     for number, raw in enumerate(file, start=1):
         line = raw.strip()
+        if number == 1:
+            line = line.removeprefix(BOM)  # a file saved by a Windows tool
         if not line:
             continue
         try:
-            messages.append(_message(line, topic, validate=not no_validate))
+            messages.append(_verbatim(line, topic) if no_validate else _message(line, topic))
         except InvalidEvent as error:
-            problems.append(f"line {number}: {error.reason}")
+            problems.append(f"line {number}: {error.code}: {error.reason}")
     if problems:
         for problem in problems[:20]:
             click.echo(problem, err=True)
@@ -359,41 +369,35 @@ def produce(file: IO[bytes], topic: str | None, no_validate: bool, **flags: Any)
     )
 
 
-def _message(line: bytes, topic: str | None, validate: bool) -> tuple[str, bytes | None, bytes]:
-    """(topic, key, value) for one line; raises InvalidEvent.
+def _message(line: bytes, topic: str | None) -> tuple[str, bytes | None, bytes]:
+    """(topic, key, value) of a valid line; raises InvalidEvent as the worker would.
 
-    Validated lines are sent without their "topic" field; with ``validate`` off the
-    line's bytes are sent exactly as they are.
+    The line is validated by the worker's own decoding, and sent without its "topic".
     """
+    destination, event = decode_line(line, topic)
+    document = pydantic_core.from_json(line.removeprefix(BOM))
+    document.pop("topic", None)
+    # pydantic's JSON, not orjson: integers beyond 64 bits stay what they were.
+    value = pydantic_core.to_json(document)
+    if len(value) > MAX_EVENT_BYTES:
+        decode_event(destination, value)  # the worker's own too_large
+    return destination, event.user_id.encode(), value
+
+
+def _verbatim(line: bytes, topic: str | None) -> tuple[str, bytes | None, bytes]:
+    """(topic, key, value) of a line sent as it is (--no-validate): to --topic, or to
+    the line's "topic" field; keyed by its user_id if it has one."""
     try:
         document = orjson.loads(line)
-    except orjson.JSONDecodeError as error:
+    except orjson.JSONDecodeError:
         document = None
-        if validate or topic is None:
-            raise InvalidEvent("not_json", f"invalid JSON: {error}") from None
     if not isinstance(document, dict):
-        if validate or topic is None:
-            raise InvalidEvent("not_object", "each line must be a JSON object")
-        return topic, None, line
+        document = {}
     destination = topic or document.get("topic")
     if not isinstance(destination, str):
-        raise InvalidEvent("missing_field", 'no "topic" field; add one or pass --topic')
+        raise InvalidEvent("missing_field", 'no "topic" field to send it to; pass --topic')
     user = document.get("user_id")
-    key = user.encode() if isinstance(user, str) else None
-    if not validate:
-        return destination, key, line
-    if destination not in INPUT_TOPICS:
-        raise InvalidEvent(
-            "unknown_topic",
-            f"{destination!r} is not an input topic ({', '.join(INPUT_TOPICS)}); "
-            "pass --no-validate to send it anyway",
-        )
-    document.pop("topic", None)
-    value = orjson.dumps(document)
-    if len(value) > MAX_EVENT_BYTES:
-        raise InvalidEvent("too_large", f"event is {len(value)} bytes; the limit is 64 KiB")
-    validate_event(destination, document)
-    return destination, key, value
+    return destination, user.encode() if isinstance(user, str) else None, line
 
 
 # --- tail ----------------------------------------------------------------------------

@@ -25,7 +25,7 @@ import orjson
 from triggerstream.core.engine import Engine, Step
 from triggerstream.core.recommend import CoPurchaseCounts
 from triggerstream.core.state import UserState
-from triggerstream.events import INPUT_TOPICS, MAX_EVENT_BYTES, Event, InvalidEvent, decode_event
+from triggerstream.events import BOM, InvalidEvent, decode_line
 from triggerstream.records import DeadLetter, Decision
 from triggerstream.topics import partition_of
 
@@ -102,7 +102,7 @@ class Replay:
         for source, number, line in lines:
             self.summary.lines += 1
             try:
-                event = _parse(line)
+                _, event = decode_line(line)
             except InvalidEvent as error:
                 self._dead_letter(source, number, line, error)
                 continue
@@ -181,32 +181,6 @@ class Replay:
         self.outputs.dead_letters(record.model_dump_json(exclude_none=True).encode())
 
 
-def _parse(line: bytes) -> Event:
-    # Most lines start with their topic, as the replay format writes it: validating the
-    # bytes straight away saves parsing them twice. Anything else takes the long way.
-    if line.startswith(b'{"topic":"'):
-        end = line.find(b'"', 10)
-        topic = line[10:end].decode(errors="replace")
-        if topic in INPUT_TOPICS and len(line) <= MAX_EVENT_BYTES:
-            return decode_event(topic, line)
-    if len(line) > MAX_EVENT_BYTES:
-        raise InvalidEvent(
-            "too_large", f"event is {len(line)} bytes; the limit is {MAX_EVENT_BYTES} (64 KiB)"
-        )
-    try:
-        document = orjson.loads(line)
-    except orjson.JSONDecodeError as error:
-        raise InvalidEvent("not_json", f"invalid JSON: {error}") from None
-    if not isinstance(document, dict):
-        raise InvalidEvent("not_object", "each line must be a JSON object")
-    named = document.get("topic")
-    if not isinstance(named, str):
-        raise InvalidEvent(
-            "missing_field", "topic: field required (replay lines name their input topic)"
-        )
-    return decode_event(named, line)  # the "topic" field is ignored as an unknown one
-
-
 def read_lines(
     paths: list[Path], progress: Callable[[int], None] | None = None
 ) -> Iterator[tuple[str, int, bytes]]:
@@ -217,6 +191,8 @@ def read_lines(
                 if progress is not None:
                     progress(len(raw))
                 line = raw.strip()
+                if number == 1:
+                    line = line.removeprefix(BOM)  # a file saved by a Windows tool
                 if line:
                     yield str(path), number, line
 

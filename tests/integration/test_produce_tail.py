@@ -123,9 +123,12 @@ async def test_a_file_with_invalid_lines_is_refused_whole_and_nothing_is_sent(
 
     result = run_cli("produce", str(path), env=cli_env)
     assert result.returncode == 1
-    assert "line 2: properties.score: input should be less than or equal to 10" in result.stderr
-    assert "line 4: invalid JSON" in result.stderr
-    assert 'line 5: no "topic" field' in result.stderr
+    assert (
+        "line 2: out_of_range: properties.score: input should be less than or equal to 10"
+        in result.stderr
+    )
+    assert "line 4: not_json: event: invalid JSON" in result.stderr
+    assert "line 5: missing_field: topic: field required" in result.stderr
     assert "3 invalid line(s); nothing was sent" in result.stderr
     assert await records(settings, "support-events", 1) == []
 
