@@ -492,7 +492,10 @@ def rules_check(file: Path) -> None:
     help="The rules file [env TRIGGERSTREAM_RULES].",
 )
 @click.argument(
-    "events", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+    "events",
+    nargs=-1,
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, allow_dash=True, path_type=Path),
 )
 @click.option("--triggers", type=OUTPUT, default="-", show_default="stdout")
 @click.option("--decisions", type=OUTPUT, default=None, help="Write decision records.")
@@ -521,7 +524,8 @@ def replay(
     until: str | None,
     partitions: int | None,
 ) -> None:
-    """Run the rules over EVENTS (JSON Lines, each an event with its "topic"), no broker.
+    """Run the rules over EVENTS (JSON Lines, each an event with its "topic"; '-' reads
+    stdin), no broker.
 
     Writes trigger records as JSON Lines (stdout by default) and a summary to stderr:
     lines read, invalid ones by reason, duplicates, decisions by outcome. Invalid lines
@@ -546,6 +550,8 @@ def replay(
     except RulesError as error:
         fail(f"replay needs a valid rules file: {unusable_rules(path, error)}")
         return
+    if sum(str(path) == "-" for path in events) > 1:
+        fail("stdin ('-') can be read once; name it once among EVENTS")
     until_at = _timestamp(until) if until else None
     named = {"--triggers": triggers, "--decisions": decisions, "--attributions": attributions}
     named["--dlq"] = dlq
@@ -592,7 +598,7 @@ def _timestamp(text: str) -> float:
 @contextlib.contextmanager
 def _progress(paths: tuple[Path, ...]) -> Iterator[Callable[[int], None] | None]:
     """A progress bar on a terminal for inputs over 10 MB; nothing otherwise."""
-    size = sum(path.stat().st_size for path in paths)
+    size = sum(path.stat().st_size for path in paths if str(path) != "-")
     if not sys.stderr.isatty() or size < 10_000_000:
         yield None
         return

@@ -12,7 +12,9 @@ equals ``triggered_at`` here, so a replay is repeatable to the byte.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -184,9 +186,12 @@ class Replay:
 def read_lines(
     paths: list[Path], progress: Callable[[int], None] | None = None
 ) -> Iterator[tuple[str, int, bytes]]:
-    """``(file, line number, line)`` of every non-blank line, files in the order given."""
+    """``(file, line number, line)`` of every non-blank line, files in the order given;
+    ``-`` is stdin (named ``stdin``)."""
     for path in paths:
-        with path.open("rb") as handle:
+        stdin = str(path) == "-"
+        with contextlib.nullcontext(sys.stdin.buffer) if stdin else path.open("rb") as handle:
+            name = "stdin" if stdin else str(path)
             for number, raw in enumerate(handle, start=1):
                 if progress is not None:
                     progress(len(raw))
@@ -194,7 +199,7 @@ def read_lines(
                 if number == 1:
                     line = line.removeprefix(BOM)  # a file saved by a Windows tool
                 if line:
-                    yield str(path), number, line
+                    yield name, number, line
 
 
 def line_writer(handle: IO[bytes]) -> Writer:
