@@ -251,7 +251,8 @@ def topics_create(**flags: Any) -> None:
         fail(
             "input topics have different partition counts "
             f"({', '.join(map(str, sorted(inputs)))}); the worker needs them equal: "
-            "add partitions with kafka-topics --alter so they match",
+            "add partitions with kafka-topics.sh --alter so they match (the embedded "
+            "broker cannot: restart it, it starts empty, then run topics create first)",
             status=1,
         )
 
@@ -360,8 +361,17 @@ def produce(file: IO[bytes], topic: str | None, no_validate: bool, **flags: Any)
         more = f" ({len(problems) - 20} more not shown)" if len(problems) > 20 else ""
         fail(f"{len(problems)} invalid line(s){more}; nothing was sent", status=1)
     messages = [(settings.topic(t), key, value) for t, key, value in messages]
-    sent = run(kafka.produce(settings, messages))
     destinations = sorted({t for t, _, _ in messages})
+
+    async def send() -> int:
+        # Before the first message: nothing is sent if any topic does not exist.
+        try:
+            await kafka.require_topics(settings, destinations)
+        except kafka.KafkaUnavailable as error:
+            raise kafka.KafkaUnavailable(f"nothing was sent: {error}") from None
+        return await kafka.produce(settings, messages)
+
+    sent = run(send())
     click.echo(
         f"produced {sent} event(s) to {', '.join(destinations) or 'no topic'} "
         f"on {settings.kafka_bootstrap}",
