@@ -314,7 +314,7 @@ def worker(**flags: Any) -> None:
     click.echo(f"triggerstream worker: {shown}", err=True)
     try:
         stream_worker.run(settings, settings.rules)
-    except kafka.KafkaUnavailable as error:
+    except (kafka.KafkaUnavailable, stream_worker.WorkerRefused) as error:
         fail(str(error))
 
 

@@ -84,10 +84,10 @@ class Admin:
         described = await self._client.describe_topics(list(names))
         return {t["topic"]: len(t["partitions"]) for t in described if t["error_code"] == 0}
 
-    async def broker_count(self) -> int:
-        """How many brokers the cluster has."""
+    async def cluster(self) -> tuple[int, str]:
+        """How many brokers the cluster has, and its id."""
         cluster = await self._client.describe_cluster()
-        return len(cluster["brokers"])
+        return len(cluster["brokers"]), str(cluster["cluster_id"])
 
     async def create(self, topics: Iterable[NewTopic]) -> None:
         new = list(topics)
