@@ -48,11 +48,15 @@ class Settings(BaseSettings):
         15.0, gt=0, description="Seconds to wait for a Kafka answer before giving up."
     )
     session_timeout: float = Field(
-        30.0,
+        10.0,
         ge=3,
         le=300,
         description="Seconds a worker may go silent before the group gives its partitions "
-        "to the others (Kafka consumer session timeout).",
+        "to the others (Kafka consumer session timeout; heartbeats go every tenth of it, "
+        "at least every 0.5 s). 10 s: a worker is ready in under 10 s (the embedded broker "
+        "holds a first join for half of it) and a dead one's partitions move after 10 s; "
+        "heartbeats run on the consumer's own thread, so a long batch does not miss them, "
+        "but a process frozen longer (a stalled VM, a long swap) loses its partitions.",
     )
     fetch_max_wait: float = Field(
         0.05,

@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
+import itertools
 import os
+import re
 import signal
 import subprocess
 import time
@@ -483,3 +485,32 @@ def test_a_restart_on_kept_state_on_the_embedded_broker_is_one_line_with_the_fix
     finally:
         broker.terminate()
         broker.wait(10)
+
+
+_LOGGED_AT = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]")
+
+
+def test_a_worker_with_default_settings_is_ready_within_10_seconds_and_never_silent_long(
+    cli_env: dict[str, str], tmp_path: Path, workers: list[WorkerProcess]
+) -> None:
+    """It took 19 s with a 30 s session timeout, 15 s of them without a word."""
+    create_topics(cli_env)
+    worker = WorkerProcess(cli_env, RULES, tmp_path)
+    del worker.env["TRIGGERSTREAM_SESSION_TIMEOUT"]  # the default, as a user runs it
+    workers.append(worker)
+    began = time.monotonic()
+    worker.start()
+    worker.wait_ready(timeout=60)
+    took = time.monotonic() - began
+    assert took < 10, f"ready after {took:.1f} s:\n{worker.log()[-3000:]}"
+    # While it waits, it says what for, at least every few seconds.
+    before_ready = worker.log().split("ready:", 1)[0].splitlines()
+    stamps = [
+        dt.datetime.strptime(found.group(1), "%Y-%m-%d %H:%M:%S,%f")
+        for found in map(_LOGGED_AT.match, before_ready)
+        if found
+    ]
+    gaps = [(later - earlier).total_seconds() for earlier, later in itertools.pairwise(stamps)]
+    assert max(gaps) < 4, f"{max(gaps):.1f} s without a log line:\n{worker.log()[-3000:]}"
+    if took > 4:
+        assert "waiting to join consumer group" in worker.log()

@@ -38,6 +38,7 @@ def run(settings: Settings, rules_path: Path) -> None:
     gc.freeze()
     gc.set_threshold(GC_THRESHOLD, 20, 20)
     worker.app.embedded_broker = layout.embedded
+    worker.waiting_notes = loop.create_task(worker.say_what_it_waits_for())
     try:
         faust.Worker(
             worker.app,
