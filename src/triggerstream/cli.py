@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import errno
 import logging
 import os
 import signal
@@ -133,6 +134,13 @@ class Commands(click.Group):
                 raise
             hint = param.get_error_hint(error.ctx or ctx).strip("'")
             fail(f"{hint}: {error.message}")
+        except OSError as error:
+            if error.errno == errno.EPIPE:
+                raise  # the reader went away (| head): click ends quietly
+            # The system refused a file while the command ran (a full disk, a file
+            # removed meanwhile): one line, not a traceback.
+            where = f"{error.filename}: " if error.filename else ""
+            fail(f"{where}{error.strerror or error}", status=1)
 
 
 @click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"]})
@@ -575,8 +583,17 @@ def replay(
             if path is None:
                 return None
             if str(path) == "-":
-                return replaying.line_writer(sys.stdout.buffer)
-            return replaying.line_writer(files.enter_context(path.open("wb")))
+                return replaying.line_writer(sys.stdout.buffer, "stdout")
+            handle = path.open("wb")
+
+            def close() -> None:
+                try:
+                    handle.close()  # writes what is buffered: may meet a full disk
+                except OSError as error:
+                    raise OSError(error.errno, error.strerror, str(path)) from None
+
+            files.callback(close)
+            return replaying.line_writer(handle, str(path))
 
         outputs = replaying.Outputs(
             triggers=writer(triggers),

@@ -202,9 +202,15 @@ def read_lines(
                     yield name, number, line
 
 
-def line_writer(handle: IO[bytes]) -> Writer:
+def line_writer(handle: IO[bytes], name: str | None = None) -> Writer:
+    """Writes a record and a newline to ``handle``; an OSError (a full disk) names the
+    file."""
+
     def write(record: bytes) -> None:
-        handle.write(record + b"\n")
+        try:
+            handle.write(record + b"\n")
+        except OSError as error:
+            raise OSError(error.errno, error.strerror, name or handle.name) from None
 
     return write
 

@@ -8,8 +8,10 @@ import os
 import time
 from pathlib import Path
 
+import orjson
+
 from tests.conftest import ROOT, free_port, run_cli
-from tests.scenarios import RULES
+from tests.scenarios import RULES, scenario_events
 
 EVENTS = ROOT / "topics" / "examples" / "usage-events.jsonl"
 LATIN1_RULES = (
@@ -130,3 +132,32 @@ def test_the_demo_checks_where_its_screenshot_goes_before_it_starts(tmp_path: Pa
     assert f"the folder {tmp_path / 'shots'} does not exist" in line
     assert "broker up" not in result.stdout
     assert time.monotonic() - began < 10  # the demo itself (5 s of traffic) never ran
+
+
+def test_tls_files_that_cannot_be_used_are_one_line_naming_the_setting(tmp_path: Path) -> None:
+    not_a_certificate = tmp_path / "ca.pem"
+    not_a_certificate.write_text("not a certificate\n")
+    for value, says in (
+        (str(tmp_path / "nope.pem"), f"TRIGGERSTREAM_SSL_CAFILE={tmp_path / 'nope.pem'}: no such"),
+        (str(tmp_path), f"TRIGGERSTREAM_SSL_CAFILE={tmp_path}: is a folder"),
+        (str(not_a_certificate), "the TLS files (TRIGGERSTREAM_SSL_CAFILE, "),
+    ):
+        env = offline_env()
+        env.update(TRIGGERSTREAM_SECURITY_PROTOCOL="SSL", TRIGGERSTREAM_SSL_CAFILE=value)
+        for args in (["topics", "create"], ["worker", "--rules", str(RULES)]):
+            result = run_cli(*args, env=env)
+            assert result.returncode == 2, (args, result.stderr)
+            line = one_line(result.stderr)
+            assert line.startswith(f"triggerstream: invalid settings: {says}"), line
+
+
+def test_an_output_the_system_refuses_while_replay_runs_is_one_line_and_exit_1(
+    tmp_path: Path,
+) -> None:
+    events = tmp_path / "events.jsonl"
+    events.write_bytes(b"".join(orjson.dumps(event) + b"\n" for event in scenario_events()))
+    # /dev/full: every write fails with ENOSPC, as on a full disk.
+    for args in (["--triggers", "/dev/full"], ["--decisions", "/dev/full"]):
+        result = run_cli("replay", "--rules", str(RULES), str(events), *args, env=offline_env())
+        assert result.returncode == 1, result.stderr
+        assert one_line(result.stderr) == "triggerstream: /dev/full: No space left on device"
