@@ -17,6 +17,10 @@ from types import TracebackType
 
 from triggerstream.kafka import KafkaUnavailable, wait_for_broker
 
+EMBEDDED_CLUSTER_ID = "tansu_cluster"
+"""The cluster id the embedded broker reports: Tansu's default (:class:`EmbeddedBroker`
+keeps a ``CLUSTER_ID`` of the environment from it)."""
+
 
 class BrokerNotAvailable(RuntimeError):
     """The broker binary is missing or the broker would not start."""

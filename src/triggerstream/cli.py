@@ -10,25 +10,43 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import datetime as dt
+import errno
 import logging
+import os
 import signal
 import socket
 import sys
 import time
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import click
 import orjson
+import pydantic_core
 from pydantic import ValidationError
 
 from triggerstream import kafka
-from triggerstream.events import INPUT_TOPICS, MAX_EVENT_BYTES, InvalidEvent, validate_event
+from triggerstream.events import (
+    BOM,
+    INPUT_TOPICS,
+    MAX_EVENT_BYTES,
+    InvalidEvent,
+    decode_event,
+    decode_line,
+    refuse_future,
+)
 from triggerstream.settings import Settings
 from triggerstream.topics import REPARTITION_TOPIC, TIMER_TICKS_TOPIC, load_topics
 
+if TYPE_CHECKING:
+    from triggerstream.report import Report
+    from triggerstream.rules.load import RulesError
+
 F = TypeVar("F", bound=Callable[..., Any])
+OUTPUT = click.Path(dir_okay=False, allow_dash=True, path_type=Path)
+"""A file a command writes ('-': stdout), checked with :func:`writable` before use."""
 T = TypeVar("T")
 
 
@@ -70,6 +88,31 @@ def kafka_flags(command: F) -> F:
     )(command)
 
 
+def writable(path: Path, flag: str) -> None:
+    """Fail now, before anything runs or is written, when ``path`` cannot be written
+    as a file: a folder, or in a folder that does not exist or is not writable."""
+    if str(path) == "-":
+        return
+    if path.is_dir():
+        fail(f"{flag} {path}: is a folder; give a file name")
+    folder = path.parent
+    if not folder.is_dir():
+        missing = "is not a folder" if folder.exists() else "does not exist"
+        fail(f"{flag} {path}: the folder {folder} {missing}")
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        fail(f"{flag} {path}: not writable")
+
+
+def unusable_rules(path: Path, error: RulesError) -> str:
+    """One line for a rules file that cannot be used: the first problem, and how to
+    see them all."""
+    return (
+        f"{path} has {len(error.problems)} problem(s), first: "
+        f"{error.problems[0].render(str(path))}; "
+        f"see all with `triggerstream rules check {path}`"
+    )
+
+
 def run(coroutine: Coroutine[Any, Any, T]) -> T:
     """Run a coroutine; Kafka problems become one line and exit status 2."""
     try:
@@ -79,7 +122,30 @@ def run(coroutine: Coroutine[Any, Any, T]) -> T:
         raise AssertionError("unreachable") from None
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class Commands(click.Group):
+    """The command group: a file or folder argument click refuses (missing, a folder
+    where a file belongs, unwritable) is one line and exit status 2, like every other
+    problem a user can fix, instead of click's usage block."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.BadParameter as error:
+            param = error.param
+            if param is None or not isinstance(param.type, click.Path | click.File):
+                raise
+            hint = param.get_error_hint(error.ctx or ctx).strip("'")
+            fail(f"{hint}: {error.message}")
+        except OSError as error:
+            if error.errno == errno.EPIPE:
+                raise  # the reader went away (| head): click ends quietly
+            # The system refused a file while the command ran (a full disk, a file
+            # removed meanwhile): one line, not a traceback.
+            where = f"{error.filename}: " if error.filename else ""
+            fail(f"{where}{error.strerror or error}", status=1)
+
+
+@click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="triggerstream")
 def main() -> None:
     """triggerstream: behavioral offer triggers from Kafka event streams.
@@ -197,7 +263,8 @@ def topics_create(**flags: Any) -> None:
         fail(
             "input topics have different partition counts "
             f"({', '.join(map(str, sorted(inputs)))}); the worker needs them equal: "
-            "add partitions with kafka-topics --alter so they match",
+            "add partitions with kafka-topics.sh --alter so they match (the embedded "
+            "broker cannot: restart it, it starts empty, then run topics create first)",
             status=1,
         )
 
@@ -243,17 +310,23 @@ def worker(**flags: Any) -> None:
     try:
         load_rules(settings.rules)
     except RulesError as error:
-        fail(f"the worker needs a valid rules file; {error}")
+        fail(f"the worker needs a valid rules file: {unusable_rules(settings.rules, error)}")
         return
     except OSError as error:
         fail(f"cannot read the rules file {settings.rules}: {error.strerror}")
         return
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        fail(f"data dir {settings.data_dir}: cannot make the folder: {error.strerror}")
+    if not os.access(settings.data_dir, os.W_OK):
+        fail(f"data dir {settings.data_dir}: not writable")
     logging.getLogger("triggerstream").setLevel(settings.log_level.upper())
     shown = ", ".join(f"{k}={v}" for k, v in settings.describe().items() if v is not None)
     click.echo(f"triggerstream worker: {shown}", err=True)
     try:
         stream_worker.run(settings, settings.rules)
-    except kafka.KafkaUnavailable as error:
+    except (kafka.KafkaUnavailable, stream_worker.WorkerRefused) as error:
         fail(str(error))
 
 
@@ -284,22 +357,39 @@ def produce(file: IO[bytes], topic: str | None, no_validate: bool, **flags: Any)
     settings = build_settings(**flags)
     messages: list[tuple[str, bytes | None, bytes]] = []
     problems: list[str] = []
+    # Read now: an event further ahead than the worker takes is refused here as there.
+    read_at = time.time()
     for number, raw in enumerate(file, start=1):
         line = raw.strip()
+        if number == 1:
+            line = line.removeprefix(BOM)  # a file saved by a Windows tool
         if not line:
             continue
         try:
-            messages.append(_message(line, topic, validate=not no_validate))
+            messages.append(
+                _verbatim(line, topic)
+                if no_validate
+                else _message(line, topic, read_at, settings.max_future)
+            )
         except InvalidEvent as error:
-            problems.append(f"line {number}: {error.reason}")
+            problems.append(f"line {number}: {error.code}: {error.reason}")
     if problems:
         for problem in problems[:20]:
             click.echo(problem, err=True)
         more = f" ({len(problems) - 20} more not shown)" if len(problems) > 20 else ""
         fail(f"{len(problems)} invalid line(s){more}; nothing was sent", status=1)
     messages = [(settings.topic(t), key, value) for t, key, value in messages]
-    sent = run(kafka.produce(settings, messages))
     destinations = sorted({t for t, _, _ in messages})
+
+    async def send() -> int:
+        # Before the first message: nothing is sent if any topic does not exist.
+        try:
+            await kafka.require_topics(settings, destinations)
+        except kafka.KafkaUnavailable as error:
+            raise kafka.KafkaUnavailable(f"nothing was sent: {error}") from None
+        return await kafka.produce(settings, messages)
+
+    sent = run(send())
     click.echo(
         f"produced {sent} event(s) to {', '.join(destinations) or 'no topic'} "
         f"on {settings.kafka_bootstrap}",
@@ -307,41 +397,38 @@ def produce(file: IO[bytes], topic: str | None, no_validate: bool, **flags: Any)
     )
 
 
-def _message(line: bytes, topic: str | None, validate: bool) -> tuple[str, bytes | None, bytes]:
-    """(topic, key, value) for one line; raises InvalidEvent.
+def _message(
+    line: bytes, topic: str | None, read_at: float, max_future: dt.timedelta
+) -> tuple[str, bytes | None, bytes]:
+    """(topic, key, value) of a valid line; raises InvalidEvent as the worker would.
 
-    Validated lines are sent without their "topic" field; with ``validate`` off the
-    line's bytes are sent exactly as they are.
+    The line is validated by the worker's own decoding, and sent without its "topic".
     """
+    destination, event = decode_line(line, topic)
+    refuse_future(event, read_at, max_future)
+    document = pydantic_core.from_json(line.removeprefix(BOM))
+    document.pop("topic", None)
+    # pydantic's JSON, not orjson: integers beyond 64 bits stay what they were.
+    value = pydantic_core.to_json(document)
+    if len(value) > MAX_EVENT_BYTES:
+        decode_event(destination, value)  # the worker's own too_large
+    return destination, event.user_id.encode(), value
+
+
+def _verbatim(line: bytes, topic: str | None) -> tuple[str, bytes | None, bytes]:
+    """(topic, key, value) of a line sent as it is (--no-validate): to --topic, or to
+    the line's "topic" field; keyed by its user_id if it has one."""
     try:
         document = orjson.loads(line)
-    except orjson.JSONDecodeError as error:
+    except orjson.JSONDecodeError:
         document = None
-        if validate or topic is None:
-            raise InvalidEvent("not_json", f"invalid JSON: {error}") from None
     if not isinstance(document, dict):
-        if validate or topic is None:
-            raise InvalidEvent("not_object", "each line must be a JSON object")
-        return topic, None, line
+        document = {}
     destination = topic or document.get("topic")
     if not isinstance(destination, str):
-        raise InvalidEvent("missing_field", 'no "topic" field; add one or pass --topic')
+        raise InvalidEvent("missing_field", 'no "topic" field to send it to; pass --topic')
     user = document.get("user_id")
-    key = user.encode() if isinstance(user, str) else None
-    if not validate:
-        return destination, key, line
-    if destination not in INPUT_TOPICS:
-        raise InvalidEvent(
-            "unknown_topic",
-            f"{destination!r} is not an input topic ({', '.join(INPUT_TOPICS)}); "
-            "pass --no-validate to send it anyway",
-        )
-    document.pop("topic", None)
-    value = orjson.dumps(document)
-    if len(value) > MAX_EVENT_BYTES:
-        raise InvalidEvent("too_large", f"event is {len(value)} bytes; the limit is 64 KiB")
-    validate_event(destination, document)
-    return destination, key, value
+    return destination, user.encode() if isinstance(user, str) else None, line
 
 
 # --- tail ----------------------------------------------------------------------------
@@ -436,21 +523,15 @@ def rules_check(file: Path) -> None:
     help="The rules file [env TRIGGERSTREAM_RULES].",
 )
 @click.argument(
-    "events", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+    "events",
+    nargs=-1,
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, allow_dash=True, path_type=Path),
 )
-@click.option("--triggers", type=click.File("wb", lazy=False), default="-", show_default="stdout")
-@click.option(
-    "--decisions", type=click.File("wb", lazy=False), default=None, help="Write decision records."
-)
-@click.option(
-    "--attributions",
-    type=click.File("wb", lazy=False),
-    default=None,
-    help="Write attribution records.",
-)
-@click.option(
-    "--dlq", type=click.File("wb", lazy=False), default=None, help="Write invalid lines, with why."
-)
+@click.option("--triggers", type=OUTPUT, default="-", show_default="stdout")
+@click.option("--decisions", type=OUTPUT, default=None, help="Write decision records.")
+@click.option("--attributions", type=OUTPUT, default=None, help="Write attribution records.")
+@click.option("--dlq", type=OUTPUT, default=None, help="Write invalid lines, with why.")
 @click.option(
     "--until",
     default=None,
@@ -475,15 +556,16 @@ def rules_check(file: Path) -> None:
 def replay(
     rules_file: Path | None,
     events: tuple[Path, ...],
-    triggers: IO[bytes],
-    decisions: IO[bytes] | None,
-    attributions: IO[bytes] | None,
-    dlq: IO[bytes] | None,
+    triggers: Path,
+    decisions: Path | None,
+    attributions: Path | None,
+    dlq: Path | None,
     until: str | None,
     now: str | None,
     partitions: int | None,
 ) -> None:
-    """Run the rules over EVENTS (JSON Lines, each an event with its "topic"), no broker.
+    """Run the rules over EVENTS (JSON Lines, each an event with its "topic"; '-' reads
+    stdin), no broker.
 
     Writes trigger records as JSON Lines (stdout by default) and a summary to stderr:
     lines read, invalid ones by reason, duplicates, decisions by outcome. Invalid lines
@@ -506,37 +588,58 @@ def replay(
     try:
         loaded = load_rules(path)
     except RulesError as error:
-        fail(
-            f"{path} is not a usable rules file ({len(error.problems)} problem(s)); first: "
-            f"{error.problems[0].render(str(path))}; "
-            f"see all with `triggerstream rules check {path}`"
-        )
+        fail(f"replay needs a valid rules file: {unusable_rules(path, error)}")
         return
+    if sum(str(path) == "-" for path in events) > 1:
+        fail("stdin ('-') can be read once; name it once among EVENTS")
     until_at = _timestamp("--until", until) if until else None
     now_at = _timestamp("--now", now) if now else None
-    outputs = replaying.Outputs(
-        triggers=replaying.line_writer(triggers),
-        decisions=replaying.line_writer(decisions) if decisions else None,
-        attributions=replaying.line_writer(attributions) if attributions else None,
-        dead_letters=replaying.line_writer(dlq) if dlq else None,
-    )
-    with _progress(events) as advance:
-        summary = replaying.run(
-            Engine(loaded),
-            list(events),
-            outputs,
-            until_at,
-            advance,
-            partitions,
-            now=now_at,
-            max_future=settings.max_future,
+    named = {"--triggers": triggers, "--decisions": decisions, "--attributions": attributions}
+    named["--dlq"] = dlq
+    for flag, output in named.items():
+        if output is not None:
+            writable(output, flag)
+    # Opened only now: an unusable rules file or argument leaves every file as it was.
+    with contextlib.ExitStack() as files:
+
+        def writer(path: Path | None) -> replaying.Writer | None:
+            if path is None:
+                return None
+            if str(path) == "-":
+                return replaying.line_writer(sys.stdout.buffer, "stdout")
+            handle = path.open("wb")
+
+            def close() -> None:
+                try:
+                    handle.close()  # writes what is buffered: may meet a full disk
+                except OSError as error:
+                    raise OSError(error.errno, error.strerror, str(path)) from None
+
+            files.callback(close)
+            return replaying.line_writer(handle, str(path))
+
+        outputs = replaying.Outputs(
+            triggers=writer(triggers),
+            decisions=writer(decisions),
+            attributions=writer(attributions),
+            dead_letters=writer(dlq),
         )
-    triggers.flush()
+        with _progress(events) as advance:
+            summary = replaying.run(
+                Engine(loaded),
+                list(events),
+                outputs,
+                until_at,
+                advance,
+                partitions,
+                now=now_at,
+                max_future=settings.max_future,
+            )
+    sys.stdout.buffer.flush()
     click.echo(summary.render(), err=True)
 
 
 def _timestamp(flag: str, text: str) -> float:
-    import datetime as dt
 
     try:
         parsed = dt.datetime.fromisoformat(text)
@@ -551,7 +654,7 @@ def _timestamp(flag: str, text: str) -> float:
 @contextlib.contextmanager
 def _progress(paths: tuple[Path, ...]) -> Iterator[Callable[[int], None] | None]:
     """A progress bar on a terminal for inputs over 10 MB; nothing otherwise."""
-    size = sum(path.stat().st_size for path in paths)
+    size = sum(path.stat().st_size for path in paths if str(path) != "-")
     if not sys.stderr.isatty() or size < 10_000_000:
         yield None
         return
@@ -603,7 +706,7 @@ def _progress(paths: tuple[Path, ...]) -> Iterator[Callable[[int], None] | None]
     default="table",
     show_default=True,
 )
-@click.option("--output", type=click.File("w"), default="-", help="Where to write [stdout].")
+@click.option("--output", type=OUTPUT, default="-", help="Where to write [stdout].")
 @click.option(
     "--plot", type=click.Path(dir_okay=False, path_type=Path), help="Also draw a PNG chart."
 )
@@ -618,26 +721,50 @@ def report(
     decision_files: tuple[Path, ...],
     attribution_files: tuple[Path, ...],
     output_format: str,
-    output: IO[str],
+    output: Path,
     plot: Path | None,
     min_sample: int,
 ) -> None:
     """Matches, sends, suppressions, conversions, revenue and lift over the holdout,
     by rule, variant and channel."""
-    import csv
-
-    from pydantic import ValidationError as RecordError
-
     from triggerstream import report as reporting
     from triggerstream.records import Attribution, Decision
 
+    # Every destination is checked before the records are read: a chart that cannot be
+    # written fails now, not after the report.
+    writable(output, "--output")
+    if plot is not None:
+        writable(plot, "--plot")
+        try:
+            reporting.plotting_available()
+        except RuntimeError as error:
+            fail(str(error))
     try:
         decided = reporting.read_records(decision_files, Decision)
         credited = reporting.read_records(attribution_files, Attribution)
-    except RecordError as error:
-        fail(f"a record is not a decision or attribution: {error.errors()[0]['msg']}")
+    except reporting.NotRecords as error:
+        fail(str(error))
         return
     built = reporting.build(decided, credited, min_sample)
+    with (
+        contextlib.nullcontext(sys.stdout)
+        if str(output) == "-"
+        else output.open("w", encoding="utf-8")
+    ) as written:
+        _write_report(built, output_format, written)
+    if plot is not None:
+        try:
+            reporting.plot(built, plot)
+        except (RuntimeError, OSError) as error:
+            fail(f"--plot {plot}: {error}")
+        click.echo(f"chart written to {plot}", err=True)
+
+
+def _write_report(built: Report, output_format: str, output: IO[str]) -> None:
+    import csv
+
+    from triggerstream import report as reporting
+
     if output_format == "json":
         output.write(orjson.dumps(built.rows(), option=orjson.OPT_INDENT_2).decode() + "\n")
     elif output_format == "csv":
@@ -657,12 +784,6 @@ def report(
         console.print(reporting.render_table(built))
         if built.erased:
             console.print(f"{built.erased} erasure(s) recorded")
-    if plot is not None:
-        try:
-            reporting.plot(built, plot)
-        except RuntimeError as error:
-            fail(str(error))
-        click.echo(f"chart written to {plot}", err=True)
 
 
 if __name__ == "__main__":
@@ -707,7 +828,7 @@ if __name__ == "__main__":
 )
 @click.option(
     "--screenshot",
-    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    type=click.Path(dir_okay=False, path_type=Path),
     default=None,
     help="Save the final view as an SVG picture.",
 )
@@ -739,7 +860,18 @@ def demo(
         try:
             load_rules(rules)
         except RulesError as error:
-            fail(f"the demo needs a valid rules file; {error}")
+            fail(f"the demo needs a valid rules file: {unusable_rules(rules, error)}")
+    # Where it writes is checked before anything starts: a picture that cannot be saved
+    # must not cost the run and its summary.
+    if screenshot is not None:
+        writable(screenshot, "--screenshot")
+    if keep is not None:
+        try:
+            keep.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            fail(f"--keep {keep}: cannot make the folder: {error.strerror}")
+        if not os.access(keep, os.W_OK):
+            fail(f"--keep {keep}: not writable")
     port = port or _free_port()
     for wanted, flag in ((port, "--port"), (web_port, "--web-port")):
         if not _port_is_free(wanted):

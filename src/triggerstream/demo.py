@@ -199,10 +199,13 @@ class Demo:
         self.broker = EmbeddedBroker(options.port, folder / "broker.log")
         self.settings = Settings(kafka_bootstrap=self.broker.bootstrap, web_port=options.web_port)
         self.worker: subprocess.Popen[bytes] | None = None
+        self.log_path = folder / "worker.log"
+        self.log_start = 0
+        """Where this run's worker began writing in the log (kept folders append)."""
         self.where = {
             "broker": self.broker.bootstrap,
             "metrics": f"http://127.0.0.1:{options.web_port}/metrics",
-            "log": str(folder / "worker.log"),
+            "log": str(self.log_path),
         }
 
     def run(self) -> Tally:
@@ -233,7 +236,8 @@ class Demo:
             # Tansu answers a fetch only when its wait is over: keep it short.
             TRIGGERSTREAM_FETCH_MAX_WAIT="0.05",
         )
-        with (self.folder / "worker.log").open("ab") as log:
+        self.log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
+        with self.log_path.open("ab") as log:
             self.worker = subprocess.Popen(
                 [sys.executable, "-m", "triggerstream", "worker"],
                 env=env,
@@ -245,17 +249,23 @@ class Demo:
         deadline = time.monotonic() + READY_TIMEOUT
         while time.monotonic() < deadline:
             if self.worker.poll() is not None:
-                raise DemoError(
-                    f"the worker exited with status {self.worker.returncode}; its log:\n"
-                    + _tail(self.folder / "worker.log")
-                )
+                raise self._worker_failed("the worker exited")
             if _ready(self.options.web_port):
                 return
             time.sleep(0.2)
-        raise DemoError(
-            f"the worker was not ready within {READY_TIMEOUT:.0f} s; its log:\n"
-            + _tail(self.folder / "worker.log")
-        )
+        raise self._worker_failed(f"the worker was not ready within {READY_TIMEOUT:.0f} s")
+
+    def _worker_failed(self, what: str) -> DemoError:
+        """One line: what happened to the worker, the cause, and where its whole log is
+        (a screenful of log lines hid the cause)."""
+        status = None if self.worker is None else self.worker.returncode
+        if status is not None and status < 0:
+            # Killed from outside (the OOM killer, kill -9): its log cannot say why.
+            cause = f"killed by {signal.Signals(-status).name}"
+        else:
+            what = what if status is None else f"{what} with status {status}"
+            cause = _cause(self.log_path, self.log_start)
+        return DemoError(f"{what}: {cause}; full log: {self.log_path}")
 
     async def _live(self) -> Tally:
         stop = asyncio.Event()
@@ -283,10 +293,7 @@ class Demo:
                 if self.worker is not None and self.worker.poll() is not None:
                     stop.set()
                     await asyncio.gather(producing, following, return_exceptions=True)
-                    raise DemoError(
-                        f"the worker stopped (status {self.worker.returncode}); its log:\n"
-                        + _tail(self.folder / "worker.log")
-                    )
+                    raise self._worker_failed("the worker stopped")
                 live.update(render(tally, load, self.where))
                 await asyncio.sleep(0.25)
             await producing  # raises what stopped it, if anything
@@ -324,21 +331,63 @@ def _ready(port: int) -> bool:
         return False
 
 
-def _tail(path: Path, lines: int = 30) -> str:
+def _cause(path: Path, start: int = 0) -> str:
+    """The line of a worker's log (from ``start``) that says why it stopped: its own
+    one-line refusal, faust's crash reason, the exception a traceback ends with, or the
+    last error; else its last line."""
     try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        with path.open("rb") as log:
+            log.seek(start)
+            lines = log.read().decode(errors="replace").splitlines()
     except OSError:
-        return "(no log)"
+        return "it wrote no log"
+    lines = [line.rstrip() for line in lines if line.strip()]
+    for line in reversed(lines):
+        if line.startswith("triggerstream: "):
+            return line.removeprefix("triggerstream: ")
+    for line in reversed(lines):
+        if "Crashed reason=" in line:
+            return " ".join(line.split("Crashed reason=", 1)[1].replace("\\n", " ").split())
+    for index in range(len(lines) - 1, -1, -1):
+        if lines[index].startswith("Traceback (most recent call last)"):
+            after = [line for line in lines[index + 1 :] if not line.startswith((" ", "\t"))]
+            if after:
+                return after[0]
+    for line in reversed(lines):
+        if "[ERROR]" in line or "[CRITICAL]" in line:
+            return line.split("]: ", 1)[-1].strip()
+    return lines[-1] if lines else "it wrote nothing to its log"
 
 
 def run(options: DemoOptions, console: Console, began: float) -> Tally:
     """Run a demo; its files (logs, RocksDB) go to ``options.keep`` or a temporary
-    directory removed at the end."""
+    directory, removed at the end unless the demo failed (its message points into it).
+
+    The embedded broker starts empty every time, so a kept folder's RocksDB state from an
+    earlier demo can only be ahead of its changelogs (the worker would refuse it): it is
+    replaced, and the logs are kept and appended to."""
     folder = options.keep or Path(tempfile.mkdtemp(prefix="triggerstream-demo-"))
     folder.mkdir(parents=True, exist_ok=True)
+    earlier = folder / "data"
+    if earlier.exists():
+        try:
+            if earlier.is_dir():
+                shutil.rmtree(earlier)
+            else:
+                earlier.unlink()
+        except OSError as error:
+            raise DemoError(f"cannot replace {earlier}: {error.strerror}") from None
+        console.print(
+            f"replaced the RocksDB state of an earlier demo in {earlier} "
+            "(the embedded broker starts empty, so it matched nothing)"
+        )
+    keep = options.keep is not None
     try:
         return Demo(options, folder, console, began).run()
+    except DemoError:
+        keep = True  # its message says where the worker's log is
+        raise
     finally:
-        if options.keep is None:
+        if not keep:
             with contextlib.suppress(OSError):
                 shutil.rmtree(folder)

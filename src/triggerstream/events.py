@@ -21,6 +21,7 @@ from functools import cache
 from typing import Annotated, Any, ClassVar, Literal, TypeAlias
 
 import orjson
+import pydantic_core
 from pydantic import (
     AfterValidator,
     AwareDatetime,
@@ -112,9 +113,12 @@ def _empty() -> Any:
 
 
 class Properties(BaseModel):
-    """Base of every ``properties`` object: unknown fields ignored, values immutable."""
+    """Base of every ``properties`` object: unknown fields ignored, values immutable.
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    No float is infinite: a number too large for a double (``1e400``) reads as infinity,
+    which would then sit in a user's state and break every comparison with it."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, allow_inf_nan=False)
 
 
 class Envelope(BaseModel):
@@ -572,21 +576,39 @@ _TYPES_BY_TOPIC: dict[str, tuple[str, ...]] = {
 # --- decoding ------------------------------------------------------------------------
 
 
+BOM = b"\xef\xbb\xbf"
+"""The UTF-8 byte order mark that Windows tools put at the start of a file."""
+
+
 def decode_event(topic: str, raw: bytes) -> Event:
     """Validate the raw bytes of one message of input ``topic`` into its event model.
+
+    The one place input is validated: the worker calls it on a message's value, and
+    ``replay`` and ``produce`` on a line's bytes (through :func:`decode_line`), so the
+    same bytes get the same code and reason from all three. A leading UTF-8 byte order
+    mark is ignored; ``NaN`` and ``Infinity``, which pydantic's JSON reader accepts, are
+    not JSON (RFC 8259) and are refused as ``not_json``.
 
     Raises :class:`InvalidEvent` for anything unusable, and nothing else.
     """
     adapter = _adapter(topic)
+    raw = raw.removeprefix(BOM)
     if len(raw) > MAX_EVENT_BYTES:
-        raise InvalidEvent(
-            "too_large", f"event is {len(raw)} bytes; the limit is {MAX_EVENT_BYTES} (64 KiB)"
-        )
+        raise _too_large(len(raw))
+    if b"NaN" in raw or b"Infinity" in raw:
+        # Rare enough to parse twice: only where the words appear at all.
+        _refuse_non_json_numbers(raw)
     try:
         event: Event = adapter.validate_json(raw)
     except ValidationError as error:
         raise _explain(topic, error) from None
     return event
+
+
+def _too_large(size: int) -> InvalidEvent:
+    return InvalidEvent(
+        "too_large", f"event is {size} bytes; the limit is {MAX_EVENT_BYTES} (64 KiB)"
+    )
 
 
 def refuse_future(event: Event, read_at: float, max_future: dt.timedelta) -> Event:
@@ -595,14 +617,15 @@ def refuse_future(event: Event, read_at: float, max_future: dt.timedelta) -> Eve
     ``from_future``. One producer with a wrong clock must never move its user's clock
     ahead, after which every present-day event of theirs would be late and decide
     nothing."""
-    ahead = event.occurred_at.timestamp() - read_at
-    if ahead > max_future.total_seconds():
-        read = dt.datetime.fromtimestamp(read_at, dt.UTC).isoformat(timespec="seconds")
+    limit = max_future.total_seconds()
+    if event.occurred_at.timestamp() - read_at > limit:
+        # Worded without the time it was read: the same event gets the same words from
+        # produce, replay and the worker.
         raise InvalidEvent(
             "from_future",
-            f"occurred_at: {event.occurred_at.isoformat()} is {_span(ahead)} after the event "
-            f"was read ({read}); events may be at most {_span(max_future.total_seconds())} "
-            "ahead (TRIGGERSTREAM_MAX_FUTURE): is the producer's clock wrong?",
+            f"occurred_at: {event.occurred_at.isoformat()} is more than {_span(limit)} after "
+            "the time the event was read (TRIGGERSTREAM_MAX_FUTURE): is the producer's clock "
+            "wrong?",
         )
     return event
 
@@ -614,21 +637,74 @@ def _span(seconds: float) -> str:
     return f"{seconds:.3g}s"
 
 
-def validate_event(topic: str, value: object) -> Event:
-    """Validate an already parsed JSON value (a dict) as an event of input ``topic``.
-
-    Used where the JSON was parsed for another reason first (replay lines carry their
-    topic inside). The size limit is the caller's to check on the raw text.
-    """
-    adapter = _adapter(topic)
+def _refuse_non_json_numbers(raw: bytes) -> None:
+    """``not_json`` if ``raw`` is JSON only with NaN or Infinity allowed as numbers."""
     try:
-        # Through JSON, so that a dict is held to exactly what the wire accepts.
-        event: Event = adapter.validate_json(orjson.dumps(value))
+        pydantic_core.from_json(raw, allow_inf_nan=False)
+    except ValueError as strict:
+        try:
+            pydantic_core.from_json(raw)
+        except ValueError:
+            return  # not JSON for another reason: validate_json words it as usual
+        raise InvalidEvent(
+            "not_json", f"event: invalid JSON: NaN and Infinity are not JSON numbers ({strict})"
+        ) from None
+
+
+class _Line(BaseModel):
+    """What a replay or produce line has besides its event: the input topic it is for."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    topic: StrictStr
+
+
+_LINE = TypeAdapter(_Line)
+
+
+def decode_line(line: bytes, topic: str | None = None) -> tuple[str, Event]:
+    """One line of a replay or produce file: its input topic and its event.
+
+    The topic is the line's ``"topic"`` field unless ``topic`` is given; the event is
+    :func:`decode_event` of the line's bytes, where ``"topic"`` is an unknown field and
+    ignored. So a line gets the code and reason its event would get on the topic.
+    """
+    named = topic or _line_topic(line)
+    return named, decode_event(named, line)
+
+
+def _line_topic(line: bytes) -> str:
+    body = line.removeprefix(BOM)
+    # The replay format writes the topic first: no need to parse the line for it.
+    if body.startswith(b'{"topic":"'):
+        named = body[10 : body.find(b'"', 10)].decode(errors="replace")
+        if named in EVENT_UNIONS:
+            return named
+    if len(body) > MAX_EVENT_BYTES:
+        raise _too_large(len(body))
+    try:
+        return _LINE.validate_json(body).topic
+    except ValidationError as error:
+        first = error.errors(include_url=False)[0]
+        if first["type"] == "missing" and first["loc"] == ("topic",):
+            raise InvalidEvent(
+                "missing_field",
+                "topic: field required: each line names its input topic "
+                f"({', '.join(INPUT_TOPICS)}); produce also takes --topic",
+            ) from None
+        raise _explain("", error) from None
+
+
+def validate_event(topic: str, value: object) -> Event:
+    """Validate a JSON-like value built in Python (a dict) as an event of input ``topic``:
+    :func:`decode_event` of its JSON, so a dict is held to exactly what the wire accepts.
+    """
+    _adapter(topic)
+    try:
+        raw = orjson.dumps(value)
     except orjson.JSONEncodeError as error:
         raise InvalidEvent("wrong_type", f"not representable as JSON: {error}") from None
-    except ValidationError as error:
-        raise _explain(topic, error) from None
-    return event
+    return decode_event(topic, raw)
 
 
 def encode_event(event: Envelope) -> bytes:
@@ -683,12 +759,24 @@ def _explain(topic: str, error: ValidationError) -> InvalidEvent:
         return InvalidEvent("missing_field", "type: field required")
     if kind == "json_invalid" and "recursion limit" in first["msg"]:
         return InvalidEvent("too_deep", "event nests arrays or objects too deeply to read")
+    infinite = [d for d in details if d["type"] == "finite_number"]
+    if infinite and len(details) > 1:
+        # A number too large for a double where a union of types is allowed (attribute
+        # values): its range is the problem, not the other members' types.
+        detail: dict[str, Any] = dict(infinite[0])
+        if detail["loc"] and detail["loc"][-1] in _UNION_MEMBERS:
+            detail["loc"] = detail["loc"][:-1]
+        return InvalidEvent("out_of_range", _sentence(detail))
     code = _CODES.get(kind)
     if code is None:
         code = "wrong_type" if kind.endswith(("_type", "_parsing")) else "invalid_value"
     sentences = [_sentence(d) for d in details[:3]]
     more = f" (and {len(details) - 3} more)" if len(details) > 3 else ""
     return InvalidEvent(code, "; ".join(sentences) + more)
+
+
+_UNION_MEMBERS = frozenset({"bool", "int", "float", "str", "constrained-str"})
+"""How pydantic names the members of a union of plain types in an error's place."""
 
 
 def _path(loc: tuple[int | str, ...]) -> str:

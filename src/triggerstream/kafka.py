@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import difflib
 import ssl
 import subprocess
 import time
@@ -83,10 +84,10 @@ class Admin:
         described = await self._client.describe_topics(list(names))
         return {t["topic"]: len(t["partitions"]) for t in described if t["error_code"] == 0}
 
-    async def broker_count(self) -> int:
-        """How many brokers the cluster has."""
+    async def cluster(self) -> tuple[int, str]:
+        """How many brokers the cluster has, and its id."""
         cluster = await self._client.describe_cluster()
-        return len(cluster["brokers"])
+        return len(cluster["brokers"]), str(cluster["cluster_id"])
 
     async def create(self, topics: Iterable[NewTopic]) -> None:
         new = list(topics)
@@ -204,6 +205,46 @@ async def create_topics(settings: Settings, specs: Iterable[TopicSpec]) -> list[
     return outcomes
 
 
+async def require_topics(settings: Settings, names: Iterable[str]) -> dict[str, int]:
+    """Every topic on the cluster with its partition count, or :class:`KafkaUnavailable`
+    naming those of ``names`` (names on the broker) that do not exist, and the fix.
+
+    Sending to or reading a missing topic must not create it: a broker with automatic
+    creation makes it with its own partition count (4 on the embedded broker), which
+    `topics create` cannot fix afterwards.
+    """
+    # The admin client asks for the topics' metadata; a fresh client's own view of the
+    # cluster may not include a topic it has not used yet.
+    async with Admin(settings) as admin:
+        partitions = await admin.topic_partitions()
+    missing = sorted({name for name in names if not partitions.get(name)})
+    if not missing:
+        return partitions
+    prefix = settings.topic_prefix
+    fix = "create the topics with `triggerstream topics create`" + (
+        f" and the same prefix (--topic-prefix {prefix} or TRIGGERSTREAM_TOPIC_PREFIX)"
+        if prefix
+        else ""
+    )
+    # A mistyped prefix: the same topics under another one (the closest few: a shared
+    # cluster may hold many prefixes).
+    designs = {name.removeprefix(prefix) for name in missing}
+    others = {
+        name.removesuffix(design)
+        for name in partitions
+        for design in designs
+        if name.endswith(design) and name.removesuffix(design) != prefix
+    }
+    close = difflib.get_close_matches(prefix, sorted(others), n=3, cutoff=0.75)
+    if not close and len(others) <= 3:
+        close = sorted(others)
+    shown = " or ".join(f"the prefix {other!r}" if other else "no prefix" for other in close)
+    hint = f"; they exist with {shown}: is the prefix right?" if close else ""
+    named = ", ".join(map(repr, missing))
+    what = f"topic {named} does not" if len(missing) == 1 else f"topics {named} do not"
+    raise KafkaUnavailable(f"{what} exist on {settings.kafka_bootstrap}; {fix}{hint}")
+
+
 async def produce(settings: Settings, messages: Iterable[tuple[str, bytes | None, bytes]]) -> int:
     """Send ``(topic, key, value)`` messages and wait for every acknowledgement."""
     producer = AIOKafkaProducer(**settings.kafka_options(), linger_ms=5, acks="all")
@@ -237,17 +278,7 @@ async def reading(
     broker), and those partitions; stopped on leaving. A missing topic is an error that
     says to create the topics."""
     names = list(topics)
-    # The admin client asks for the topics' metadata; a fresh consumer's own view of the
-    # cluster may not include a topic it has not subscribed to yet.
-    async with Admin(settings) as admin:
-        partitions = await admin.topic_partitions()
-    missing = [name for name in names if not partitions.get(name)]
-    if missing:
-        raise KafkaUnavailable(
-            f"topic {', '.join(map(repr, missing))} does not exist on "
-            f"{settings.kafka_bootstrap}; "
-            "create the topics first with `triggerstream topics create`"
-        )
+    partitions = await require_topics(settings, names)
     consumer = AIOKafkaConsumer(
         **settings.kafka_options(), enable_auto_commit=False, group_id=None, **options
     )

@@ -12,8 +12,10 @@ equals ``triggered_at`` here, so a replay is repeatable to the byte.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import heapq
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -26,14 +28,7 @@ import orjson
 from triggerstream.core.engine import Engine, Step
 from triggerstream.core.recommend import CoPurchaseCounts
 from triggerstream.core.state import UserState
-from triggerstream.events import (
-    INPUT_TOPICS,
-    MAX_EVENT_BYTES,
-    Event,
-    InvalidEvent,
-    decode_event,
-    refuse_future,
-)
+from triggerstream.events import BOM, InvalidEvent, decode_line, refuse_future
 from triggerstream.records import DeadLetter, Decision
 from triggerstream.topics import partition_of
 
@@ -121,7 +116,7 @@ class Replay:
         for source, number, line in lines:
             self.summary.lines += 1
             try:
-                event = refuse_future(_parse(line), self.now, self.max_future)
+                event = refuse_future(decode_line(line)[1], self.now, self.max_future)
             except InvalidEvent as error:
                 self._dead_letter(source, number, line, error)
                 continue
@@ -200,49 +195,34 @@ class Replay:
         self.outputs.dead_letters(record.model_dump_json(exclude_none=True).encode())
 
 
-def _parse(line: bytes) -> Event:
-    # Most lines start with their topic, as the replay format writes it: validating the
-    # bytes straight away saves parsing them twice. Anything else takes the long way.
-    if line.startswith(b'{"topic":"'):
-        end = line.find(b'"', 10)
-        topic = line[10:end].decode(errors="replace")
-        if topic in INPUT_TOPICS and len(line) <= MAX_EVENT_BYTES:
-            return decode_event(topic, line)
-    if len(line) > MAX_EVENT_BYTES:
-        raise InvalidEvent(
-            "too_large", f"event is {len(line)} bytes; the limit is {MAX_EVENT_BYTES} (64 KiB)"
-        )
-    try:
-        document = orjson.loads(line)
-    except orjson.JSONDecodeError as error:
-        raise InvalidEvent("not_json", f"invalid JSON: {error}") from None
-    if not isinstance(document, dict):
-        raise InvalidEvent("not_object", "each line must be a JSON object")
-    named = document.get("topic")
-    if not isinstance(named, str):
-        raise InvalidEvent(
-            "missing_field", "topic: field required (replay lines name their input topic)"
-        )
-    return decode_event(named, line)  # the "topic" field is ignored as an unknown one
-
-
 def read_lines(
     paths: list[Path], progress: Callable[[int], None] | None = None
 ) -> Iterator[tuple[str, int, bytes]]:
-    """``(file, line number, line)`` of every non-blank line, files in the order given."""
+    """``(file, line number, line)`` of every non-blank line, files in the order given;
+    ``-`` is stdin (named ``stdin``)."""
     for path in paths:
-        with path.open("rb") as handle:
+        stdin = str(path) == "-"
+        with contextlib.nullcontext(sys.stdin.buffer) if stdin else path.open("rb") as handle:
+            name = "stdin" if stdin else str(path)
             for number, raw in enumerate(handle, start=1):
                 if progress is not None:
                     progress(len(raw))
                 line = raw.strip()
+                if number == 1:
+                    line = line.removeprefix(BOM)  # a file saved by a Windows tool
                 if line:
-                    yield str(path), number, line
+                    yield name, number, line
 
 
-def line_writer(handle: IO[bytes]) -> Writer:
+def line_writer(handle: IO[bytes], name: str | None = None) -> Writer:
+    """Writes a record and a newline to ``handle``; an OSError (a full disk) names the
+    file."""
+
     def write(record: bytes) -> None:
-        handle.write(record + b"\n")
+        try:
+            handle.write(record + b"\n")
+        except OSError as error:
+            raise OSError(error.errno, error.strerror, name or handle.name) from None
 
     return write
 

@@ -13,12 +13,16 @@ method from Wilson intervals, sound for small counts and rates near 0). Below
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import orjson
+from pydantic import ValidationError
 
 from triggerstream.records import Attribution, Decision
 
@@ -138,14 +142,67 @@ class Report:
         return f"not enough data (need {self.min_sample} per group; {treated} vs {held})"
 
 
+class NotRecords(ValueError):
+    """A file given as decisions or attributions holds something else; the message
+    names the file, the line, what was expected and what the line looks like."""
+
+
+# What tells each kind of JSON Lines file triggerstream reads or writes apart, checked
+# in this order (decisions and attributions carry a trigger_id too).
+KINDS = (
+    ("decision_id", "a decision record (as replay --decisions writes)"),
+    ("converted_at", "an attribution record (as replay --attributions writes)"),
+    ("reason_code", "a dead letter (as replay --dlq writes)"),
+    ("trigger_id", "a trigger record (replay's output, or an offer-triggers topic)"),
+    ("event_id", "an input event (a line for replay or produce)"),
+)
+KIND_OF = {Decision: KINDS[0][1], Attribution: KINDS[1][1]}
+
+
 def read_records(paths: Iterable[Path], model: type[Decision] | type[Attribution]) -> list[Any]:
+    """Every record of the files; :class:`NotRecords` at the first line that is not one."""
     records = []
     for path in paths:
         with path.open("rb") as handle:
-            for line in handle:
-                if line.strip():
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
                     records.append(model.model_validate_json(line))
+                except ValidationError as error:
+                    raise NotRecords(
+                        f"{path}:{number}: expected {KIND_OF[model]}, "
+                        f"but {_looks_like(line, model, error)}"
+                    ) from None
     return records
+
+
+def _looks_like(
+    line: bytes, model: type[Decision] | type[Attribution], error: ValidationError
+) -> str:
+    """What a line that is not a ``model`` record is: another kind, or which field is wrong."""
+    try:
+        document = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return "the line is not JSON"
+    if not isinstance(document, dict):
+        return "the line is not a JSON object"
+    kind = next((kind for name, kind in KINDS if name in document), None)
+    if kind is None:
+        fields = ", ".join(list(document)[:6]) or "none"
+        return f"the line has none of its fields (it has: {fields})"
+    if kind != KIND_OF[model]:
+        return f"the line looks like {kind}"
+    first = error.errors(include_url=False)[0]
+    where = ".".join(str(part) for part in first["loc"]) or "the record"
+    message = str(first["msg"])
+    return f"{where}: {message[0].lower()}{message[1:]}"
+
+
+def plotting_available() -> None:
+    """RuntimeError with the fix when ``--plot`` cannot draw (matplotlib missing)."""
+    if importlib.util.find_spec("matplotlib") is None:
+        raise RuntimeError("--plot needs matplotlib: pip install 'triggerstream[plot]'")
 
 
 def build(

@@ -51,11 +51,15 @@ class Settings(BaseSettings):
         15.0, gt=0, description="Seconds to wait for a Kafka answer before giving up."
     )
     session_timeout: float = Field(
-        30.0,
+        10.0,
         ge=3,
         le=300,
         description="Seconds a worker may go silent before the group gives its partitions "
-        "to the others (Kafka consumer session timeout).",
+        "to the others (Kafka consumer session timeout; heartbeats go every tenth of it, "
+        "at least every 0.5 s). 10 s: a worker is ready in under 10 s (the embedded broker "
+        "holds a first join for half of it) and a dead one's partitions move after 10 s; "
+        "heartbeats run on the consumer's own thread, so a long batch does not miss them, "
+        "but a process frozen longer (a stalled VM, a long swap) loses its partitions.",
     )
     fetch_max_wait: float = Field(
         0.05,
@@ -111,7 +115,26 @@ class Settings(BaseSettings):
             )
         if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
             raise ValueError("TRIGGERSTREAM_SSL_CERTFILE and TRIGGERSTREAM_SSL_KEYFILE go together")
+        if self.security_protocol.endswith("SSL"):
+            self._tls_files_are_usable()
         return self
+
+    def _tls_files_are_usable(self) -> None:
+        """Read the TLS files now, so that a missing or wrong one is a settings problem
+        naming its variable, not an error of the first Kafka client."""
+        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                why = "is a folder, not a file" if path.is_dir() else "no such file"
+                raise ValueError(f"TRIGGERSTREAM_{name.upper()}={path}: {why}")
+        try:
+            self.ssl_context()
+        except (ssl.SSLError, OSError) as error:
+            raise ValueError(
+                "the TLS files (TRIGGERSTREAM_SSL_CAFILE, TRIGGERSTREAM_SSL_CERTFILE, "
+                f"TRIGGERSTREAM_SSL_KEYFILE, TRIGGERSTREAM_SSL_KEY_PASSWORD) cannot be used: "
+                f"{getattr(error, 'reason', None) or error}"
+            ) from None
 
     def topic(self, name: str) -> str:
         """The broker-side name of a topic: the prefix, then its DESIGN name."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -139,3 +141,82 @@ def test_loadgen_produces_valid_traffic_at_the_rate_asked(
     )
     assert replayed.returncode == 0, replayed.stderr
     assert f"{len(lines)} event(s), 0 invalid, 0 duplicate(s)" in replayed.stderr
+
+
+@pytest.mark.own_broker
+def test_a_second_demo_in_the_same_keep_folder_replaces_the_earlier_state(
+    tmp_path: Path,
+) -> None:
+    """The embedded broker starts empty every time: the first run's RocksDB state was
+    ahead of every changelog, and the second run's worker stopped (issue 19)."""
+    kept = tmp_path / "kept"
+    outputs = []
+    for _ in range(2):
+        result = subprocess.run(
+            [
+                TRIGGERSTREAM, "demo", "--duration", "5", "--users", "300",
+                "--web-port", str(free_port()), "--keep", str(kept),
+            ],
+            capture_output=True, text=True, timeout=240, check=False,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+        summary(result.stdout)
+        outputs.append(result.stdout)
+    first, second = (" ".join(output.split()) for output in outputs)
+    replaced = f"replaced the RocksDB state of an earlier demo in {kept / 'data'}"
+    assert replaced not in first
+    assert replaced in second
+    assert "Traceback" not in (kept / "worker.log").read_text()
+
+
+def worker_of(parent: int) -> int:
+    """The pid of the `triggerstream worker` process a demo started."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == parent and b"\0worker" in command:
+            return int(entry.name)
+    raise AssertionError(f"no worker process under {parent}")
+
+
+@pytest.mark.own_broker
+def test_a_failing_demo_says_why_in_one_line_and_keeps_the_log_it_points_to(
+    tmp_path: Path,
+) -> None:
+    output = tmp_path / "demo.out"
+    errors = tmp_path / "demo.err"
+    with output.open("wb") as out, errors.open("wb") as err:
+        demo = subprocess.Popen(
+            [TRIGGERSTREAM, "demo", "--users", "300", "--web-port", str(free_port())],
+            stdout=out,
+            stderr=err,
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while b"worker ready" not in output.read_bytes():
+            assert demo.poll() is None, output.read_text() + errors.read_text()
+            assert time.monotonic() < deadline, output.read_text()
+            time.sleep(0.2)
+        os.kill(worker_of(demo.pid), signal.SIGKILL)  # as the kernel's OOM killer would
+        assert demo.wait(90) == 1
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+    stderr = errors.read_text()
+    assert "Traceback" not in stderr + output.read_text()
+    (line,) = stderr.strip().splitlines()
+    stopped = "triggerstream: the worker stopped: killed by SIGKILL; full log: "
+    found = re.fullmatch(re.escape(stopped) + r"(\S+)", line)
+    assert found, line
+    log = Path(found.group(1))
+    try:
+        assert log.is_file(), "the log the message points to was removed"
+        assert "ready:" in log.read_text()
+    finally:
+        shutil.rmtree(log.parent)

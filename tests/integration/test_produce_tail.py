@@ -12,6 +12,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from tests.conftest import run_cli
+from triggerstream import kafka
 from triggerstream.events import (
     INPUT_TOPICS,
     FeatureUsed,
@@ -123,9 +124,12 @@ async def test_a_file_with_invalid_lines_is_refused_whole_and_nothing_is_sent(
 
     result = run_cli("produce", str(path), env=cli_env)
     assert result.returncode == 1
-    assert "line 2: properties.score: input should be less than or equal to 10" in result.stderr
-    assert "line 4: invalid JSON" in result.stderr
-    assert 'line 5: no "topic" field' in result.stderr
+    assert (
+        "line 2: out_of_range: properties.score: input should be less than or equal to 10"
+        in result.stderr
+    )
+    assert "line 4: not_json: event: invalid JSON" in result.stderr
+    assert "line 5: missing_field: topic: field required" in result.stderr
     assert "3 invalid line(s); nothing was sent" in result.stderr
     assert await records(settings, "support-events", 1) == []
 
@@ -163,6 +167,49 @@ async def test_tail_of_a_missing_topic_says_how_to_create_it(cli_env: dict[str, 
     assert "does not exist" in result.stderr
     assert "triggerstream topics create" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+async def topic_names(settings: Settings) -> set[str]:
+    async with kafka.Admin(settings) as admin:
+        return set(await admin.topic_partitions())
+
+
+async def test_produce_before_topics_create_is_refused_and_creates_nothing(
+    settings: Settings, cli_env: dict[str, str]
+) -> None:
+    result = run_cli("produce", str(EXAMPLES / "usage-events.jsonl"), env=cli_env)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(
+        f"triggerstream: nothing was sent: topic '{settings.topic('usage-events')}' "
+        f"does not exist on {settings.kafka_bootstrap}; create the topics with "
+        f"`triggerstream topics create` and the same prefix (--topic-prefix "
+        f"{settings.topic_prefix} or TRIGGERSTREAM_TOPIC_PREFIX)"
+    ), line
+    # Not auto-created with the broker's partition count: topics create still works.
+    assert not {n for n in await topic_names(settings) if n.startswith(settings.topic_prefix)}
+    created = run_cli("topics", "create", env=cli_env)
+    assert created.returncode == 0, created.stderr
+    assert "OTHER PARTITION COUNT" not in created.stdout
+    assert "0 already there" in created.stderr
+
+
+@pytest.mark.usefixtures("topics")
+async def test_a_mistyped_topic_prefix_is_refused_naming_the_prefix_the_topics_have(
+    settings: Settings, cli_env: dict[str, str]
+) -> None:
+    typo = settings.topic_prefix.rstrip(".") + "x."
+    result = run_cli(
+        "produce", str(EXAMPLES / "support-events.jsonl"), "--topic-prefix", typo, env=cli_env
+    )
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert f"topic '{typo}support-events' does not exist" in line
+    assert f"they exist with the prefix '{settings.topic_prefix}'" in line
+    assert line.endswith(": is the prefix right?")
+    assert not {n for n in await topic_names(settings) if n.startswith(typo)}
+    assert await records(settings, "support-events", 0) == []
 
 
 @pytest.mark.usefixtures("topics")

@@ -6,7 +6,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
+import itertools
+import os
+import re
 import signal
+import subprocess
 import time
 import urllib.request
 from pathlib import Path
@@ -14,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import TRIGGERSTREAM, free_port, run_cli
 from tests.engine_support import event, rule, rules_file
 from tests.scenarios import RULES, scenario_events
 from tests.worker_support import (
@@ -426,3 +430,91 @@ def test_the_worker_refuses_an_invalid_rules_file(cli_env: dict[str, str], tmp_p
     assert result.returncode == 2
     assert "valid rules file" in result.stderr
     assert str(rules) in result.stderr
+
+
+@pytest.mark.own_broker
+def test_a_restart_on_kept_state_on_the_embedded_broker_is_one_line_with_the_fix(
+    tmp_path: Path, workers: list[WorkerProcess]
+) -> None:
+    """Tansu answers where a log ends as the first offset of its last batch + 1, so a
+    worker restarted on its RocksDB state finds that state ahead of the changelog. faust
+    crashed with ConsistencyError, a traceback and a wrong hint; now it is our line."""
+    port = free_port()
+    broker = subprocess.Popen(
+        [TRIGGERSTREAM, "broker", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TRIGGERSTREAM_")}
+        env["TRIGGERSTREAM_KAFKA_BOOTSTRAP"] = f"127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while run_cli("topics", "create", env=env).returncode != 0:
+            assert time.monotonic() < deadline, "the embedded broker did not start"
+            time.sleep(0.2)
+        worker = WorkerProcess(env, RULES, tmp_path).start()
+        workers.append(worker)
+        worker.wait_ready()
+        now = dt.datetime.now(dt.UTC)
+        for round_ in range(2):  # two batches: each user's state written twice
+            produce(
+                env,
+                write_lines(
+                    tmp_path / f"skips-{round_}.jsonl",
+                    (
+                        event("usage.feature_used", f"u{n % 40}", now, feature="skip")
+                        for n in range(200)
+                    ),
+                ),
+            )
+            worker.wait_processed(200 * (round_ + 1))
+        assert worker.stop() == 0
+
+        began = len(worker.log())
+        worker.start()  # the same data directory
+        assert worker.process is not None
+        status = worker.process.wait(timeout=120)
+        output = worker.log()[began:]
+        assert status == 2, output[-3000:]
+        assert "Traceback" not in output
+        assert "ConsistencyError" not in output
+        assert "removed data" not in output
+        last = output.strip().splitlines()[-1]
+        data_dir = worker.folder / "data"
+        assert last.startswith(f"triggerstream: the state kept in {data_dir} has read "), last
+        assert "the embedded broker (Tansu) answers where a log ends inexactly" in last
+        assert f"Remove {data_dir} and start again" in last
+        assert "or use Apache Kafka for state that survives restarts" in last
+    finally:
+        broker.terminate()
+        broker.wait(10)
+
+
+_LOGGED_AT = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]")
+
+
+def test_a_worker_with_default_settings_is_ready_within_10_seconds_and_never_silent_long(
+    cli_env: dict[str, str], tmp_path: Path, workers: list[WorkerProcess]
+) -> None:
+    """It took 19 s with a 30 s session timeout, 15 s of them without a word."""
+    create_topics(cli_env)
+    worker = WorkerProcess(cli_env, RULES, tmp_path)
+    del worker.env["TRIGGERSTREAM_SESSION_TIMEOUT"]  # the default, as a user runs it
+    workers.append(worker)
+    began = time.monotonic()
+    worker.start()
+    worker.wait_ready(timeout=60)
+    took = time.monotonic() - began
+    assert took < 10, f"ready after {took:.1f} s:\n{worker.log()[-3000:]}"
+    # While it waits, it says what for, at least every few seconds.
+    before_ready = worker.log().split("ready:", 1)[0].splitlines()
+    stamps = [
+        dt.datetime.strptime(found.group(1), "%Y-%m-%d %H:%M:%S,%f")
+        for found in map(_LOGGED_AT.match, before_ready)
+        if found
+    ]
+    gaps = [(later - earlier).total_seconds() for earlier, later in itertools.pairwise(stamps)]
+    assert max(gaps) < 4, f"{max(gaps):.1f} s without a log line:\n{worker.log()[-3000:]}"
+    if took > 4:
+        assert "waiting to join consumer group" in worker.log()

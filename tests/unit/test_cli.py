@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import orjson
+
 from tests.conftest import free_port, run_cli
+from tests.scenarios import RULES, scenario_events
 
 
 def offline_env(**extra: str) -> dict[str, str]:
@@ -58,3 +61,25 @@ def test_the_broker_help_says_it_keeps_data_in_memory_only() -> None:
     result = run_cli("broker", "--help", env=offline_env())
     assert result.returncode == 0
     assert "IN MEMORY ONLY" in result.stdout
+
+
+def test_replay_reads_stdin_for_a_dash_as_produce_does(tmp_path: Path) -> None:
+    events = tmp_path / "events.jsonl"
+    events.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in scenario_events()))
+    from_file = run_cli("replay", "--rules", str(RULES), str(events), env=offline_env())
+    assert from_file.returncode == 0, from_file.stderr
+    assert from_file.stdout.count("\n") > 5
+
+    piped = run_cli(
+        "replay", "--rules", str(RULES), "-", "--dlq", str(tmp_path / "dlq.jsonl"),
+        env=offline_env(), stdin=events.read_bytes() + b"not json\n",
+    )  # fmt: skip
+    assert piped.returncode == 0, piped.stderr
+    assert piped.stdout == from_file.stdout  # byte for byte the same triggers
+    assert "1 invalid" in piped.stderr
+    (dead,) = map(orjson.loads, (tmp_path / "dlq.jsonl").read_bytes().splitlines())
+    assert (dead["file"], dead["reason_code"]) == ("stdin", "not_json")
+
+    twice = run_cli("replay", "--rules", str(RULES), "-", "-", env=offline_env(), stdin=b"")
+    assert twice.returncode == 2
+    assert twice.stderr.startswith("triggerstream: stdin ('-') can be read once")

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from tests.strategies import events
 from triggerstream.events import (
+    BOM,
     EVENT_TYPES,
     INPUT_TOPICS,
     MAX_EVENT_BYTES,
@@ -23,6 +24,7 @@ from triggerstream.events import (
     OrderCompleted,
     SessionEnded,
     decode_event,
+    decode_line,
     encode_event,
     validate_event,
 )
@@ -423,3 +425,57 @@ def test_order_items_are_typed() -> None:
     assert isinstance(order, OrderCompleted)
     assert [item.sku for item in order.properties.items] == ["camera-x", "sd-card-64"]
     assert order.properties.items[1].quantity == 2
+
+
+# --- one decoding for every shell (issue 19) ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("properties", "code", "reason_part"),
+    [
+        (b'{"feature": "skip", "quantity": NaN}', "not_json", "NaN and Infinity are not JSON"),
+        (b'{"feature": "skip", "quantity": -Infinity}', "not_json", "are not JSON numbers"),
+        (b'{"feature": "skip", "quantity": 1e30}', "wrong_type", "valid integer (got 1e+30)"),
+        (b'{"feature": "NaN Infinity"}', None, ""),  # the words inside a string are fine
+    ],
+)
+def test_nan_and_infinity_are_not_json(
+    properties: bytes, code: str | None, reason_part: str
+) -> None:
+    payload = (
+        b'{"event_id": "e", "user_id": "u", "type": "feature_used", '
+        b'"occurred_at": "2026-11-02T09:00:00Z", "properties": ' + properties + b"}"
+    )
+    if code is None:
+        decode_event("usage-events", payload)
+        return
+    with pytest.raises(InvalidEvent) as refused:
+        decode_event("usage-events", payload)
+    assert (refused.value.code, reason_part in refused.value.reason) == (code, True)
+
+
+def test_a_float_too_large_for_a_double_is_out_of_range_even_where_any_number_goes() -> None:
+    document = envelope("profile_updated", {"attributes": {"seats": 1}})
+    payload = raw(document).replace(b'"seats":1', b'"seats":1e400')
+    with pytest.raises(InvalidEvent) as refused:
+        decode_event("profile-events", payload)
+    assert refused.value.code == "out_of_range"
+    assert refused.value.reason == (
+        "properties.attributes.seats: input should be a finite number (got inf)"
+    )
+
+
+def test_a_leading_byte_order_mark_is_ignored() -> None:
+    event = decode_event("usage-events", BOM + raw(envelope("session_ended")))
+    assert event.type == "session_ended"
+
+
+def test_a_line_names_its_topic_or_is_given_one() -> None:
+    line = b'{"topic": "usage-events", ' + raw(envelope("session_ended"))[1:]
+    assert decode_line(line)[0] == "usage-events"
+    assert decode_line(BOM + line)[0] == "usage-events"
+    assert decode_line(raw(envelope("session_ended")), "usage-events")[0] == "usage-events"
+    with pytest.raises(InvalidEvent) as refused:
+        decode_line(raw(envelope("session_ended")))
+    assert refused.value.code == "missing_field"
+    assert refused.value.reason.startswith("topic: field required")

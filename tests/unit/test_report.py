@@ -186,3 +186,75 @@ def test_intervals() -> None:
     assert diff == pytest.approx(0.20)
     assert 0.08 < low < 0.10
     assert 0.30 < high < 0.32
+
+
+# --- the wrong kind of file (issue 19) -------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def every_kind(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A replay's files of every kind: triggers, decisions, attributions, dead letters,
+    and the events it read."""
+    folder = tmp_path_factory.mktemp("kinds")
+    rules = folder / "rules.yaml"
+    rules.write_text(yaml.safe_dump(RULES))
+    files = {name: folder / f"{name}.jsonl" for name in ("decisions", "attributions", "dlq")}
+    outputs = [arg for name, path in files.items() for arg in (f"--{name}", str(path))]
+    files["events"] = folder / "events.jsonl"
+    files["events"].write_bytes(
+        b"".join(orjson.dumps(line) + b"\n" for line in planted_events(200))
+        + b'{"topic": "usage-events", "not": "an event"}\n'
+    )
+    result = run_cli(
+        "replay", "--rules", str(rules), str(files["events"]), *outputs, env=dict(os.environ)
+    )
+    assert result.returncode == 0, result.stderr
+    files["triggers"] = folder / "triggers.jsonl"
+    files["triggers"].write_text(result.stdout)
+    for name, path in files.items():
+        assert path.read_text().strip(), f"the replay wrote no {name}"
+    return files
+
+
+def refused(result: Any) -> str:
+    """The one line of a refused report."""
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert result.stdout == ""
+    return str(lines[0])
+
+
+@pytest.mark.parametrize(
+    ("given", "as_flag", "looks_like"),
+    [
+        ("triggers", "--decisions", "a trigger record"),
+        ("attributions", "--decisions", "an attribution record"),
+        ("dlq", "--decisions", "a dead letter"),
+        ("events", "--decisions", "an input event"),
+        ("decisions", "--attributions", "a decision record"),
+    ],
+)
+def test_report_on_the_wrong_kind_of_file_names_the_file_the_line_and_both_kinds(
+    every_kind: dict[str, Path], given: str, as_flag: str, looks_like: str
+) -> None:
+    decisions = [] if as_flag == "--decisions" else ["--decisions", str(every_kind["decisions"])]
+    result = run_cli("report", *decisions, as_flag, str(every_kind[given]), env=dict(os.environ))
+    line = refused(result)
+    expected = "a decision record" if as_flag == "--decisions" else "an attribution record"
+    assert line.startswith(f"triggerstream: {every_kind[given]}:1: expected {expected} ("), line
+    assert f"but the line looks like {looks_like} (" in line, line
+
+
+def test_report_names_the_bad_field_of_a_record_of_the_right_kind(
+    every_kind: dict[str, Path], tmp_path: Path
+) -> None:
+    lines = every_kind["decisions"].read_bytes().splitlines()
+    broken = orjson.loads(lines[1])
+    broken["outcome"] = "maybe"
+    decisions = tmp_path / "decisions.jsonl"
+    decisions.write_bytes(b"\n".join([lines[0], orjson.dumps(broken), *lines[2:]]) + b"\n")
+    line = refused(run_cli("report", "--decisions", str(decisions), env=dict(os.environ)))
+    assert f"{decisions}:2: expected a decision record" in line
+    assert "but outcome: input should be 'emitted', " in line

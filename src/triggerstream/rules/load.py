@@ -61,10 +61,29 @@ def dotted(path: Path_) -> str:
 def load_rules(path: Path) -> RulesFile:
     """Read and validate a rules file; :class:`RulesError` names every problem."""
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except OSError as error:
-        raise RulesError(str(path), [Problem((), f"cannot read the file: {error}")]) from None
+        reason = error.strerror or str(error)
+        raise RulesError(str(path), [Problem((), f"cannot read the file: {reason}")]) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise RulesError(str(path), [_not_utf8(data, error)]) from None
     return parse_rules(text, str(path))
+
+
+def _not_utf8(data: bytes, error: UnicodeDecodeError) -> Problem:
+    """Where a file stops being UTF-8: a file saved as Latin-1 or UTF-16 by an editor."""
+    before = data[: error.start]
+    line = before.count(b"\n") + 1
+    column = error.start - (before.rfind(b"\n") + 1) + 1
+    bad = data[error.start : error.end].hex(" ")
+    return Problem(
+        (),
+        f"not UTF-8 text: byte(s) {bad} at line {line}, column {column}; save the file as UTF-8",
+        line,
+        column,
+    )
 
 
 def parse_rules(text: str, file: str = "<rules>") -> RulesFile:

@@ -10,10 +10,13 @@ from pathlib import Path
 import faust
 
 from triggerstream.settings import Settings
+from triggerstream.worker.app import WorkerRefused
 from triggerstream.worker.preflight import check_topics
 from triggerstream.worker.stream import TriggerWorker
 
 log = logging.getLogger("triggerstream.worker")
+
+__all__ = ["WorkerRefused", "run"]
 
 GC_THRESHOLD = 50_000
 """Allocations between two young-generation collections (CPython's default: 700)."""
@@ -34,9 +37,16 @@ def run(settings: Settings, rules_path: Path) -> None:
     # tenth of the worker's time went to collections with CPython's default 700).
     gc.freeze()
     gc.set_threshold(GC_THRESHOLD, 20, 20)
-    faust.Worker(
-        worker.app,
-        loop=loop,
-        loglevel=settings.log_level,
-        quiet=True,
-    ).execute_from_commandline()
+    worker.app.embedded_broker = layout.embedded
+    worker.waiting_notes = loop.create_task(worker.say_what_it_waits_for())
+    try:
+        faust.Worker(
+            worker.app,
+            loop=loop,
+            loglevel=settings.log_level,
+            quiet=True,
+        ).execute_from_commandline()
+    except SystemExit:
+        if worker.app.refusal is not None:
+            raise WorkerRefused(worker.app.refusal) from None
+        raise

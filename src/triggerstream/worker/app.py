@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
 from typing import Any, cast
 
 import faust
 from faust.tables.manager import TableManager
-from faust.tables.recovery import Recovery
+from faust.tables.recovery import Recovery, ServiceStopped
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.transport.producer import ProducerBuffer
 from faust.types import TP, EventT, Message
@@ -283,8 +287,48 @@ class _Change:
         self.message = message
 
 
+class WorkerRefused(RuntimeError):
+    """The worker stopped before processing anything, for a reason the user must fix;
+    the message says what happened and the fix, in one line."""
+
+
 class _Recovery(Recovery):
-    """faust's recovery, for changelogs applied by ``WorkerApp.apply_changelogs``."""
+    """faust's recovery, for changelogs applied by ``WorkerApp.apply_changelogs``, and
+    with its consistency check made ours."""
+
+    async def _build_offsets(
+        self, consumer: Any, tps: set[TP], destination: Counter[TP], title: str
+    ) -> None:
+        await super()._build_offsets(consumer, tps, destination, title)
+        if title == "active":  # their highwaters are built just before
+            self._refuse_state_ahead(tps, destination, self.active_highwaters)
+
+    async def _build_highwaters(
+        self, consumer: Any, tps: set[TP], destination: Counter[TP], title: str
+    ) -> None:
+        await super()._build_highwaters(consumer, tps, destination, title)
+        if title == "standby":  # their offsets are built just before
+            self._refuse_state_ahead(tps, self.standby_offsets, destination)
+
+    def _refuse_state_ahead(
+        self, tps: set[TP], offsets: Mapping[TP, int], highwaters: Mapping[TP, int]
+    ) -> None:
+        """Stop the worker cleanly, with our message, where faust's own check (the same
+        condition, run right after this) would crash it with ``ConsistencyError``, a
+        traceback and a hint ("you have removed data") that is wrong on the embedded
+        broker: there every restart on kept state meets it, because Tansu answers the
+        end of a log as the first offset of its last batch + 1."""
+        ahead = sorted(
+            (tp.topic, tp.partition, offsets[tp], highwaters[tp])
+            for tp in tps
+            if offsets.get(tp) and highwaters.get(tp) and offsets[tp] > highwaters[tp]
+        )
+        if not ahead:
+            return
+        app = cast(WorkerApp, self.app)
+        app.refusal = state_ahead(app.data_dir, app.embedded_broker, *ahead[0])
+        os.kill(os.getpid(), signal.SIGTERM)  # the clean stop of a Ctrl-C
+        raise ServiceStopped()  # ends faust's recovery loop, which would crash
 
     def _set_recovery_started(self) -> None:
         # faust's own changelog loop clears the end-of-recovery signal before each
@@ -294,6 +338,28 @@ class _Recovery(Recovery):
         # partitions it took over were processed with their users' state missing.
         self.signal_recovery_end.clear()
         super()._set_recovery_started()
+
+
+def state_ahead(
+    data_dir: Path, embedded: bool, topic: str, partition: int, stored: int, end: int
+) -> str:
+    """What to tell a user whose kept state is ahead of its changelog, and the fix."""
+    where = (
+        f"the state kept in {data_dir} has read {topic} partition {partition} up to "
+        f"offset {stored}, but the broker says that log "
+        + ("is empty" if end < 0 else f"ends at offset {end}")
+    )
+    if embedded:
+        return (
+            f"{where}: the embedded broker (Tansu) answers where a log ends inexactly, so a "
+            f"worker cannot restart on kept state there. Remove {data_dir} and start again "
+            "(the state is rebuilt from the changelogs, which this broker may do "
+            "incompletely), or use Apache Kafka for state that survives restarts"
+        )
+    return (
+        f"{where}: the changelog lost records since (its topics deleted and created again, "
+        f"or another cluster). Remove {data_dir} to rebuild the state from the changelogs"
+    )
 
 
 class _TableManager(TableManager):
@@ -310,10 +376,17 @@ class WorkerApp(faust.App):
     on stopping). Given back means unacknowledged: the offset is not committed, and the
     messages are read again by whoever owns the partition next."""
 
-    def __init__(self, *args: Any, fetch_max_wait: float = 0.05, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, fetch_max_wait: float = 0.05, data_dir: Path, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.give_back: Callable[[], None] = lambda: None
         self.fetch_max_wait = fetch_max_wait
+        self.data_dir = data_dir
+        self.embedded_broker = False
+        """Whether the broker is the embedded one (set from the preflight's layout)."""
+        self.refusal: str | None = None
+        """Why the worker stopped itself (:class:`WorkerRefused`), once it has."""
         self.take_batch: Callable[[list[Message]], Awaitable[None]] | None = None
         """Takes every message of a fetch from ``batch_topics`` (None: faust's agents
         get them one at a time)."""
@@ -404,4 +477,9 @@ def build_app(settings: Settings, partitions: int, replicas: int) -> WorkerApp:
         "autodiscover": False,
         "topic_replication_factor": replicas,
     }
-    return WorkerApp(app_id(settings), fetch_max_wait=settings.fetch_max_wait, **options)
+    return WorkerApp(
+        app_id(settings),
+        fetch_max_wait=settings.fetch_max_wait,
+        data_dir=settings.data_dir,
+        **options,
+    )

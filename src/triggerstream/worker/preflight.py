@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from triggerstream.broker import EMBEDDED_CLUSTER_ID
 from triggerstream.events import INPUT_TOPICS
 from triggerstream.kafka import Admin, KafkaUnavailable
 from triggerstream.records import (
@@ -33,13 +34,16 @@ class Layout:
     """The input topics' (equal) partition count: at most this many workers share work."""
     replicas: int
     """Replicas for the changelog topics the worker creates."""
+    embedded: bool = False
+    """Whether the broker is the embedded one (Tansu), whose answers to "where does this
+    log end" are not exact (STYLE.md, broker facts)."""
 
 
 async def check_topics(settings: Settings) -> Layout:
     """The partition count of the input topics, or :class:`TopicsNotReady`."""
     async with Admin(settings) as admin:
         existing = await admin.topic_partitions()
-        brokers = await admin.broker_count()
+        brokers, cluster_id = await admin.cluster()
     missing = [
         settings.topic(name)
         for name in (*CO_PARTITIONED, *OUTPUTS)
@@ -79,4 +83,6 @@ async def check_topics(settings: Settings) -> Layout:
     replicas = settings.replication_factor
     if replicas == -1:
         replicas = min(3, brokers)
-    return Layout(partitions=partitions, replicas=replicas)
+    return Layout(
+        partitions=partitions, replicas=replicas, embedded=cluster_id == EMBEDDED_CLUSTER_ID
+    )

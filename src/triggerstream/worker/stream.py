@@ -84,6 +84,8 @@ ERASURE_COMPACTION_INTERVAL = 30.0
 MAX_WAIT = 0.5
 """Seconds the consumer must have had nothing for the worker before read messages stop
 waiting for an input of their partition whose end is not known yet (event-time order)."""
+WAITING_NOTE_INTERVAL = 3.0
+"""Seconds between two log lines saying what a starting worker waits for."""
 RULES_CHECK_INTERVAL = 2.0
 """Seconds between two looks at the rules file for a change."""
 FORWARDED_FROM = "triggerstream-topic"
@@ -241,6 +243,10 @@ class TriggerWorker:
         """Held while a message is processed: one writer of the tables at a time."""
         self.latest_event_at: dict[int, float] = {}
         self.ready = False
+        self.assigned = False
+        """Whether the group has given this worker its partitions (since the last revoke)."""
+        self.waiting_notes: asyncio.Task[None] | None = None
+        """The task of :meth:`say_what_it_waits_for`, once started."""
         self.giving_back = False
         """Set from giving back what was read (a rebalance or a stop) until the next
         assignment is ready: whatever the consumer still hands over meanwhile is given back."""
@@ -261,6 +267,7 @@ class TriggerWorker:
         # mode types a receiver as a union of callables, which mypy cannot match.
         app.on_rebalance_complete.connect(self._on_rebalance_complete)  # type: ignore[arg-type]
         app.on_partitions_revoked.connect(self._on_partitions_revoked)  # type: ignore[arg-type]
+        app.on_partitions_assigned.connect(self._on_partitions_assigned)  # type: ignore[arg-type]
         app.on_before_shutdown.connect(self._on_before_shutdown)  # type: ignore[arg-type]
 
     # --- input ----------------------------------------------------------------------
@@ -837,9 +844,50 @@ class TriggerWorker:
             self._read_to_end((topic, partition)) for topic in self.design_name
         )
 
+    async def say_what_it_waits_for(self) -> None:
+        """Until the worker is first ready, say every few seconds what it waits for.
+
+        Joining the group is silent otherwise, and takes seconds: a broker holds a
+        first join while other members may join (the embedded broker for half the
+        session timeout, Kafka for its group.initial.rebalance.delay.ms)."""
+        began = time.monotonic()
+        settings = self.settings
+        held = (
+            f"the embedded broker holds a first join for half the session timeout "
+            f"({settings.session_timeout / 2:g}s)"
+            if self.app.embedded_broker
+            else "Kafka holds a first join for its group.initial.rebalance.delay.ms (3s by default)"
+        )
+        while True:
+            await asyncio.sleep(WAITING_NOTE_INTERVAL)
+            if self.ready or self.app.should_stop:
+                return
+            waited = time.monotonic() - began
+            if not self.assigned:
+                log.info(
+                    "waiting to join consumer group %s on %s and be given partitions "
+                    "(%.0fs so far): %s, while other workers may join",
+                    self.app.conf.id,
+                    settings.kafka_bootstrap,
+                    waited,
+                    held,
+                )
+            else:
+                log.info(
+                    "partitions assigned; recovering the tables from their changelogs "
+                    "(%.0fs so far)",
+                    waited,
+                )
+
+    async def _on_partitions_assigned(
+        self, sender: Any, *args: Any, signal: Any, **kwargs: Any
+    ) -> None:
+        self.assigned = True
+
     async def _on_partitions_revoked(
         self, sender: Any, *args: Any, signal: Any, **kwargs: Any
     ) -> None:
+        self.assigned = False
         self.ready = False
         self.recent.clear()
         await self._compact_erased()

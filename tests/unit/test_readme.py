@@ -1,0 +1,56 @@
+"""The README states what is true of the command line a user runs (issue 19): every
+option of every command, every reason code an event can be refused with, every folder
+of tests."""
+
+from __future__ import annotations
+
+import os
+import re
+
+from tests.conftest import ROOT, run_cli
+
+README = (ROOT / "README.md").read_text()
+
+
+def commands() -> list[list[str]]:
+    """Every command, as `triggerstream --help` lists them (groups with theirs)."""
+    env = dict(os.environ)
+
+    def listed(*command: str) -> list[str]:
+        shown = run_cli(*command, "--help", env=env).stdout
+        if "Commands:" not in shown:
+            return []
+        return re.findall(r"^  (\w+)\s", shown.split("Commands:", 1)[1], re.M)
+
+    return [[name, *sub] for name in listed() for sub in ([[s] for s in listed(name)] or [[]])]
+
+
+def test_every_option_of_every_command_is_in_the_readme() -> None:
+    missing = []
+    for command in commands():
+        shown = run_cli(*command, "--help", env=dict(os.environ))
+        assert shown.returncode == 0, shown.stderr
+        for option in set(re.findall(r"(?<![\w-])(--[a-z][a-z-]+)", shown.stdout)) - {"--help"}:
+            # A negative flag goes with its positive one (--react / --no-react).
+            if not any(
+                re.search(rf"(?<![\w-]){named}(?![\w-])", README)
+                for named in (option, option.replace("--no-", "--"))
+            ):
+                missing.append(f"triggerstream {' '.join(command)} {option}")
+    assert not missing, f"not in the README: {missing}"
+    assert len(commands()) >= 10
+
+
+def test_every_reason_code_is_in_the_readme() -> None:
+    source = (ROOT / "src" / "triggerstream" / "events.py").read_text()
+    codes = set(re.findall(r'InvalidEvent\(\s*"([a-z_]+)"', source))
+    codes |= set(re.findall(r'": "([a-z_]+)",\n', source.split("_CODES", 1)[1].split("}", 1)[0]))
+    assert {"not_json", "unknown_topic", "out_of_range"} <= codes
+    assert sorted(code for code in codes if f"`{code}`" not in README) == []
+
+
+def test_the_layout_names_every_folder_of_tests() -> None:
+    layout = README.split("## Development", 1)[1]
+    folders = sorted(p.name for p in (ROOT / "tests").iterdir() if list(p.glob("test_*.py")))
+    assert folders == ["integration", "reliability", "unit"]
+    assert [f for f in folders if f"tests/{f}/" not in layout] == []
