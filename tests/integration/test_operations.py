@@ -30,7 +30,7 @@ from tests.worker_support import (
 from triggerstream.events import INPUT_TOPICS
 from triggerstream.records import ATTRIBUTIONS_TOPIC, DEAD_LETTER_TOPIC, DECISIONS_TOPIC
 from triggerstream.settings import Settings
-from triggerstream.topics import input_partitions
+from triggerstream.topics import REPARTITION_TOPIC, input_partitions
 
 Samples = dict[str, list[tuple[dict[str, str], float]]]
 """Sample name (as exposed, e.g. ``..._total``) -> its (labels, value) pairs."""
@@ -163,12 +163,14 @@ def test_a_running_worker_serves_every_metric_of_the_design_moving_with_its_work
     users = {line["user_id"] for line in expected_lines(events)}
     assert total(samples, "triggerstream_users_tracked") == len(users)
     assert total(samples, "triggerstream_ready") == 1
-    # Caught up: every input partition reported, nothing behind.
+    # Caught up: every input partition reported (the repartition topic's too: the worker
+    # reads it as an input), nothing behind.
     lag = {
         (found["topic"], found["partition"]): value
         for found, value in samples["triggerstream_consumer_lag"]
     }
-    assert set(lag) == {(name, str(p)) for name in INPUT_TOPICS for p in range(partitions)}
+    inputs = (*INPUT_TOPICS, REPARTITION_TOPIC)
+    assert set(lag) == {(name, str(p)) for name in inputs for p in range(partitions)}
     assert sum(lag.values()) == 0, lag
     # Everything the Grafana dashboard and the alert rules read is there.
     missing = sorted(name for name in metric_names_used() if not samples.get(name))

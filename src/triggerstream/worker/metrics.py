@@ -27,7 +27,7 @@ EVENTS_MISROUTED = Counter(
 OUTPUTS_FAILED = Counter(
     "triggerstream_outputs_failed",
     "Records the broker refused for good (not retried; dead-lettered as output_refused), "
-    "by topic and error.",
+    "by topic and reason: too_large, not_authorized or other.",
     ["topic", "reason"],
 )
 EVENTS_DUPLICATE = Counter(

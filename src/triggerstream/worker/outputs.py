@@ -5,7 +5,8 @@ A record the broker cannot take for now (a broker down, a leader moving: a retri
 error, or a timeout) is sent again until it is taken. A record it will never take (too
 large for the broker or the topic, a topic the worker may not write: a permanent error)
 is not retried for ever and does not stop the worker: it is logged, counted in
-``triggerstream_outputs_failed_total{topic,reason}`` and sent to ``events.dlq`` as a
+``triggerstream_outputs_failed_total{topic,reason}`` (reason ``too_large``,
+``not_authorized`` or ``other``) and sent to ``events.dlq`` as a
 dead letter (``output_refused``) naming the input message that caused it, with at most
 the first 64 KiB of the record. A dead letter that cannot be sent either is logged and
 counted.
@@ -21,10 +22,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka.errors import (
+    ClusterAuthorizationFailedError,
     KafkaConnectionError,
     KafkaError,
     KafkaTimeoutError,
+    MessageSizeTooLargeError,
+    RecordTooLargeError,
     RequestTimedOutError,
+    TopicAuthorizationFailedError,
 )
 from faust.exceptions import ProducerSendError
 
@@ -76,9 +81,26 @@ def permanent(error: BaseException) -> bool:
 
 
 def _name(error: BaseException) -> str:
+    return type(_cause(error)).__name__
+
+
+def _cause(error: BaseException) -> BaseException:
     if isinstance(error, ProducerSendError) and error.__cause__ is not None:
-        error = error.__cause__
-    return type(error).__name__
+        return error.__cause__
+    return error
+
+
+REFUSALS = ("too_large", "not_authorized", "other")
+"""Why the broker refused a record for good, as the metric labels it (bounded)."""
+
+
+def refusal(error: BaseException) -> str:
+    cause = _cause(error)
+    if isinstance(cause, MessageSizeTooLargeError | RecordTooLargeError):
+        return "too_large"
+    if isinstance(cause, TopicAuthorizationFailedError | ClusterAuthorizationFailedError):
+        return "not_authorized"
+    return "other"
 
 
 class Outputs:
@@ -90,6 +112,9 @@ class Outputs:
         self.topics = dict(topics)
         """Design name -> the topic's name on the broker."""
         self._warned_at: dict[str, float] = {}
+        for topic in self.topics:  # every series from the start, for rates and alerts
+            for reason in REFUSALS:
+                metrics.OUTPUTS_FAILED.labels(topic, reason)
 
     async def send(
         self,
@@ -160,7 +185,7 @@ class Outputs:
         """A record the broker will never take: logged, counted, and dead-lettered
         (unless it is a dead letter itself)."""
         reason = _name(error)
-        metrics.OUTPUTS_FAILED.labels(delivery.topic, reason).inc()
+        metrics.OUTPUTS_FAILED.labels(delivery.topic, refusal(error)).inc()
         origin = delivery.origin
         where = (
             f" (caused by {origin.topic} partition {origin.partition} offset {origin.offset})"

@@ -217,6 +217,9 @@ class TriggerWorker:
         )
         self.misrouted_told: set[tuple[str, str]] = set()
         """The (topic, cause) of misrouted messages already logged."""
+        for name in INPUT_TOPICS:  # every series from the start, for rates and alerts
+            for cause in PRODUCER_FIX:
+                metrics.EVENTS_MISROUTED.labels(name, cause)
         self.copurchases: dict[int, CoPurchaseCounts] = {}
         self.engines: dict[int, Engine] = {}
         self.schedules: dict[int, TimerSchedule] = {}
