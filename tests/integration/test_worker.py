@@ -86,13 +86,15 @@ def test_worker_triggers_what_replay_triggers_for_the_design_scenarios(
 # --- a stream of realistic traffic ---------------------------------------------------
 
 
-def traffic_backlog(cli_env: dict[str, str], tmp_path: Path) -> dict[str, list[dict[str, Any]]]:
-    """A month of traffic (30,000 events, 1,000 users) waiting on fresh topics for the
-    workers to start; what replay makes of it."""
-    events = traffic(tmp_path / "events.jsonl", 30_000, 1000)
+def traffic_backlog(
+    cli_env: dict[str, str], tmp_path: Path, events: int = 30_000, users: int = 1000
+) -> dict[str, list[dict[str, Any]]]:
+    """A month of traffic (by default 30,000 events, 1,000 users) waiting on fresh
+    topics for the workers to start; what replay makes of it."""
+    lines = traffic(tmp_path / "events.jsonl", events, users)
     create_topics(cli_env)
-    produce(cli_env, events)
-    return replayed(events, tmp_path, cli_env)
+    produce(cli_env, lines)
+    return replayed(lines, tmp_path, cli_env)
 
 
 def assert_same_outcome_as_replay(
@@ -179,8 +181,9 @@ def test_a_worker_that_joins_takes_over_partitions_begun_by_the_first(
     """Scaling out in the middle of a backlog: the newcomer is given partitions the
     first worker has read in part (some messages processed, some read and given back,
     offsets committed or not). Both finish, and together they decide what replay
-    decides, each decision once."""
-    expected = traffic_backlog(cli_env, tmp_path)
+    decides, each decision once. A backlog big enough that the first worker (about
+    25,000 events/s) is still in it when the second has joined."""
+    expected = traffic_backlog(cli_env, tmp_path, 150_000, 5000)
     first = WorkerProcess(cli_env, RULES, tmp_path, "w1").start()
     workers.append(first)
     first.wait_ready()
@@ -195,7 +198,7 @@ def test_a_worker_that_joins_takes_over_partitions_begun_by_the_first(
     finally:
         first.resume()
     second.wait_ready()
-    assert first.processed() < 30_000, "joined too late to tell"
+    assert first.processed() < 150_000, "joined too late to tell"
     first.wait_ready(count=2)  # gave half of its partitions to the second
     assert_same_outcome_as_replay(settings, expected)
     assert second.processed() > 0, "the second worker was given nothing left to do"

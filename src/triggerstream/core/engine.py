@@ -217,13 +217,10 @@ class Engine:
 
     # --- the entry points ------------------------------------------------------------
 
-    def handle(
-        self, user_id: str, state: UserState | None, event: Event, position: int | None = None
-    ) -> Step:
+    def handle(self, user_id: str, state: UserState | None, event: Event) -> Step:
         """An event as both shells take it: the user's clock moves to the event's time,
         so timers due by then fire first; then the event; then any timer the event set
-        that is already due. One step with everything, in that order. ``position``: where
-        the event lies in its input, for the co-purchase counts (see ``record_order``)."""
+        that is already due. One step with everything, in that order."""
         at = event.occurred_at.timestamp()
         fired: Step | None = None
         if (
@@ -234,7 +231,7 @@ class Engine:
         ):
             fired = self.fire_due(user_id, state, at)
             state = fired.state
-        step = self.process(user_id, state, event, position)
+        step = self.process(user_id, state, event)
         if step.duplicate:
             return step
         if step.state is not None and self.has_due(step.state, step.state.latest_at):
@@ -247,9 +244,7 @@ class Engine:
             step.attributions[:0] = fired.attributions
         return step
 
-    def process(
-        self, user_id: str, state: UserState | None, event: Event, position: int | None = None
-    ) -> Step:
+    def process(self, user_id: str, state: UserState | None, event: Event) -> Step:
         """Apply one input event of ``user_id`` and decide what it triggers."""
         state = state if state is not None else UserState()
         at = event.occurred_at.timestamp()
@@ -270,7 +265,7 @@ class Engine:
         if qualified == "purchase.order_completed":
             basket = tuple(item.sku for item in props.items)  # type: ignore[union-attr]
             step.attributions = self._attribute_order(user_id, state, props, at)
-            self.copurchases.record_order(basket, position)
+            self.copurchases.record_order(basket)
         elif qualified == "purchase.subscription_started":
             step.attributions = self._attribute_plan(user_id, state, props, at)
         self._facts[qualified](state, props, at)

@@ -18,20 +18,11 @@ class CoPurchaseCounts:
     """sku -> {other sku: orders that held both}."""
 
     pairs: dict[str, dict[str, int]] = field(default_factory=dict)
-    through: dict[str, int] = field(default_factory=dict)
-    """sku -> position of the last order counted in its row (the worker's input
-    offset), so that an order read again after a crash is not counted twice."""
 
-    def record_order(self, skus: Iterable[str], position: int | None = None) -> None:
-        """Count an order: each of its skus was bought with each other one. With a
-        ``position`` (increasing along the input), a sku whose row has counted that
-        position already is left alone."""
+    def record_order(self, skus: Iterable[str]) -> None:
+        """Count an order: each of its skus was bought with each other one."""
         distinct = sorted(set(skus))
         for sku in distinct:
-            if position is not None:
-                if self.through.get(sku, -1) >= position:
-                    continue
-                self.through[sku] = position
             partners = self.pairs.setdefault(sku, {})
             for other in distinct:
                 if other != sku:
@@ -39,6 +30,23 @@ class CoPurchaseCounts:
             if len(partners) > MAX_PARTNERS:
                 keep = sorted(partners.items(), key=lambda kv: (-kv[1], kv[0]))[:MAX_PARTNERS]
                 self.pairs[sku] = dict(keep)
+
+    def forget_order(self, sku: str, skus: Iterable[str]) -> None:
+        """Take one order (of ``skus``) back out of ``sku``'s row: the worker's counts
+        were stored ahead of the state of the user who ordered, and the order will be
+        counted again when it is read again. A partner the row no longer keeps (beyond
+        ``MAX_PARTNERS``) has nothing to take back."""
+        partners = self.pairs.get(sku)
+        if partners is None:
+            return
+        for other in set(skus):
+            count = partners.get(other)
+            if other == sku or count is None:
+                continue
+            if count > 1:
+                partners[other] = count - 1
+            else:
+                del partners[other]
 
     def recommend(
         self,

@@ -47,8 +47,6 @@ class Redo:
     event: Event | None
     now: float = 0.0
     """The wall-clock time a timer tick fired at."""
-    position: int | None = None
-    """The event's position for the co-purchase counts (its input offset)."""
 
 
 @dataclass(slots=True)
@@ -71,8 +69,8 @@ class Batch:
     producer with another partitioner) must not meet a state of the user there."""
     deliveries: list[Delivery] = field(default_factory=list)
     """Acknowledgements of the records sent, awaited before any state is stored."""
-    purchased: dict[int, set[str]] = field(default_factory=dict)
-    """Per partition: the SKUs whose co-purchase counts changed."""
+    orders: dict[int, list[tuple[str, int, list[str]]]] = field(default_factory=dict)
+    """Per partition: the orders counted for cross-sell, as (input, offset, skus)."""
     messages: list[Any] = field(default_factory=list)
     """The input messages taken (events, invalid ones, ticks), acknowledged once state
     is stored."""

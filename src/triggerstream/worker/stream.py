@@ -81,6 +81,10 @@ LIVE_WINDOW = 60.0
 timers follow the wall clock even if a few events are still queued."""
 ERASURE_COMPACTION_INTERVAL = 30.0
 """Seconds between two compactions of erased users out of the RocksDB files."""
+BATCH_MESSAGES = 5_000
+"""Input messages processed in one batch at most (shared out over the partitions that
+have some): a backlog's first fetch can bring 60,000, whose processing blocked the web
+server for 3 s."""
 MAX_WAIT = 0.5
 """Seconds the consumer must have had nothing for the worker before read messages stop
 waiting for an input of their partition whose end is not known yet (event-time order)."""
@@ -221,6 +225,12 @@ class TriggerWorker:
             for cause in PRODUCER_FIX:
                 metrics.EVENTS_MISROUTED.labels(name, cause)
         self.copurchases: dict[int, CoPurchaseCounts] = {}
+        self.stored_marks: dict[int, dict[str, int]] = {}
+        """Per partition and input: the offset up to which orders are counted and their
+        users stored (the co-purchase table's mark)."""
+        self.rolled_back: dict[int, set[tuple[str, int]]] = {}
+        """Per partition: the orders (input, offset) taken back out of the counts at
+        recovery, not yet read again."""
         self.engines: dict[int, Engine] = {}
         self.schedules: dict[int, TimerSchedule] = {}
         self.read_offset: dict[tuple[str, int], int] = {}
@@ -338,35 +348,52 @@ class TriggerWorker:
     async def _release(
         self, partitions: set[int], ticks: list[Message] | None = None, idle: bool = False
     ) -> None:
-        """Process, as one batch, the queued messages of ``partitions`` that may go now,
-        then the timer ticks."""
+        """Process the queued messages of ``partitions`` that may go now, then the timer
+        ticks, in batches of at most ``BATCH_MESSAGES``: between two, the web server
+        answers (/metrics, /readyz) and a rebalance may begin."""
 
         def nothing_earlier(tp: tuple[str, int]) -> bool:
             return self._read_to_end(tp) or (idle and self._end_unknown(tp))
 
-        async with self.processing:
-            batch = Batch()
-            began = time.perf_counter()
-            try:
-                for partition in sorted(partitions):
-                    for read in self.merge.release(partition, nothing_earlier):
-                        await self._on_event(batch, read)
-                for message in ticks or ():
-                    await self._on_tick(batch, message)
-                await self._complete(batch)
-            except BaseException:
-                # States kept decoded were changed in place and not stored.
-                self.recent.clear()
-                raise
-            finally:
-                # Here, not in _take: a held input drained by an idle release (no fetch
-                # brings anything else) must be fetched again.
-                self._limit_reading()
-            if batch.processed:
-                # The batch's time, shared by the events the engine processed in it.
-                share = (time.perf_counter() - began) / batch.processed
-                for _ in range(batch.processed):
-                    metrics.EVENT_PROCESSING.observe(share)
+        # Each partition's share of a batch: a partition far behind does not hold the
+        # others back for its whole backlog.
+        share = max(1, BATCH_MESSAGES // max(1, len(partitions)))
+        pending_ticks = ticks or []
+        while True:
+            full = False
+            async with self.processing:
+                batch = Batch()
+                began = time.perf_counter()
+                try:
+                    for partition in sorted(partitions):
+                        released = self.merge.release(partition, nothing_earlier)
+                        for taken, read in enumerate(released, start=1):
+                            await self._on_event(batch, read)
+                            if taken >= share:
+                                full = True
+                                break
+                    for message in pending_ticks:
+                        await self._on_tick(batch, message)
+                    pending_ticks = []
+                    await self._complete(batch)
+                except BaseException:
+                    # States kept decoded were changed in place and not stored.
+                    self.recent.clear()
+                    raise
+                finally:
+                    # Here, not in _take: a held input drained by an idle release (no
+                    # fetch brings anything else) must be fetched again.
+                    self._limit_reading()
+                if batch.processed:
+                    # The batch's time, shared by the events the engine processed in it.
+                    each = (time.perf_counter() - began) / batch.processed
+                    for _ in range(batch.processed):
+                        metrics.EVENT_PROCESSING.observe(each)
+            if not full:
+                return
+            await asyncio.sleep(0)
+            if self.giving_back:
+                return  # what is left was given back
 
     async def _complete(self, batch: Batch) -> None:
         """Once every record the batch sent is acknowledged, store the state of each
@@ -374,20 +401,26 @@ class TriggerWorker:
         committable): a crash before the end costs a redelivery, never an effect."""
         await self.outputs.settle(batch.deliveries)
         # The co-purchase counts first, acknowledged before any user's state is sent:
-        # a user stored as past an order means the order is in the counts. Read again
-        # after a crash in between, an order is not counted twice: each sku's counts
-        # remember the last order's offset (CoPurchaseCounts.through).
+        # a user stored as past an order means the order is in the counts. Each row
+        # names the orders of this batch in it, and once every state is stored, a mark
+        # says how far the orders are stored with their users. A crash before the mark
+        # takes the orders past it back out at recovery; they are read again and
+        # counted then, in order, so a decision made again sees the counts it saw.
         reached: dict[tuple[Any, TP], int] = {}
         pairs = [
-            await self._store_pairs(partition, sku)
-            for partition, skus in batch.purchased.items()
-            for sku in skus
+            await self._store_pairs(partition, sku, orders)
+            for partition, orders in batch.orders.items()
+            for sku in sorted({sku for _, _, skus in orders for sku in skus})
         ]
         await self._persisted(self.copurchase_table, pairs, reached)
         states = [
             await self._store(key, user) for (_, key), user in batch.users.items() if user.changed
         ]
         await self._persisted(self.users, states, reached)
+        marks = [
+            await self._store_mark(partition, orders) for partition, orders in batch.orders.items()
+        ]
+        await self._persisted(self.copurchase_table, marks, reached)
         # The changelogs hold every write before any input offset is acknowledged; the
         # offset each database has reached is remembered once per batch (faust's
         # recovery reads the changelog from there).
@@ -508,16 +541,14 @@ class TriggerWorker:
             return
         metrics.EVENTS.labels(topic, event.type).inc()
         user: TouchedUser | None = None
-        # Offsets order the messages of one topic partition: a forwarded order's
-        # offset is on repartition, not comparable with the orders read directly.
-        position = message.offset if read.source == topic else None
         try:
             user = self._user(batch, partition, key)
             state = user.state
             if state is not None and _already_processed(state, read.source, message):
                 metrics.EVENTS_DUPLICATE.inc()
+                self._count_again(batch, read, event)
                 return
-            step = self._engine(partition).handle(event.user_id, state, event, position)
+            step = self._engine(partition).handle(event.user_id, state, event)
         except Exception as error:  # a bug must cost one event, never the worker
             log.exception("the engine failed on %s offset %s", message.topic, message.offset)
             if user is not None:
@@ -527,17 +558,35 @@ class TriggerWorker:
             return
         if step.duplicate:
             metrics.EVENTS_DUPLICATE.inc()
+            self._count_again(batch, read, event)
             return
         if step.state is not None:
             step.state.processed[read.source] = [partition, message.offset]
         user.state = step.state
         user.changed = True
-        user.done.append(Redo(read.source, message, event, position=position))
+        user.done.append(Redo(read.source, message, event))
         batch.processed += 1
         await self._send_step(batch, key, step, read.headers, origin)
         if event.qualified_type == "purchase.order_completed":
-            items = event.properties.items  # type: ignore[union-attr]
-            batch.purchased.setdefault(partition, set()).update(item.sku for item in items)
+            self._rolled_back(partition).discard((read.source, message.offset))
+            batch.orders.setdefault(partition, []).append(_order(read, event))
+
+    def _count_again(self, batch: Batch, read: Read, event: Event) -> None:
+        """An order read again whose user's state has it (processed before a crash)
+        while its counts were taken back out at recovery: counted again, in its place."""
+        message = read.message
+        if event.qualified_type != "purchase.order_completed":
+            return
+        place = (read.source, message.offset)
+        rolled_back = self._rolled_back(message.partition)
+        if place in rolled_back:
+            rolled_back.discard(place)
+            order = _order(read, event)
+            self._engine(message.partition).copurchases.record_order(order[2])
+            batch.orders.setdefault(message.partition, []).append(order)
+
+    def _rolled_back(self, partition: int) -> set[tuple[str, int]]:
+        return self.rolled_back.setdefault(partition, set())
 
     async def _forward(self, batch: Batch, read: Read, event: Event, home: int) -> None:
         """Send a message that reached another partition than its user's home to the
@@ -663,7 +712,7 @@ class TriggerWorker:
                 assert state is not None
                 state = engine.fire_due(user_id, state, done.now).state
                 continue
-            state = engine.handle(user_id, state, done.event, done.position).state
+            state = engine.handle(user_id, state, done.event).state
             if state is not None and done.topic is not None:
                 state.processed[done.topic] = [user.partition, done.message.offset]
         user.state = state
@@ -728,16 +777,67 @@ class TriggerWorker:
         self.users_tracked += change
         metrics.USERS_TRACKED.set(self.users_tracked)
 
-    async def _store_pairs(self, partition: int, sku: str) -> Awaitable[Any] | None:
-        """Write the co-purchase counts of one SKU to RocksDB and the changelog."""
-        counts = self.copurchases[partition]
-        partners = counts.pairs.get(sku)
+    async def _store_pairs(
+        self, partition: int, sku: str, orders: list[Order]
+    ) -> Awaitable[Any] | None:
+        """Write the co-purchase counts of one SKU to RocksDB and the changelog, with
+        the orders of this batch that counted in it (no user: where each was read)."""
+        partners = self.copurchases[partition].pairs.get(sku)
         if partners is None:
             return None
         key = f"{partition}:{sku}".encode()
-        value = orjson.dumps([partners, counts.through.get(sku, -1)])
+        value = orjson.dumps(
+            {"pairs": partners, "orders": [list(order) for order in orders if sku in order[2]]}
+        )
         self._database(partition, self.copurchase_table).put(key, value)
         return await self._changelog(self.copurchase_table, partition, key, value)
+
+    async def _store_mark(self, partition: int, orders: list[Order]) -> Awaitable[Any] | None:
+        """Once the users of a batch's orders are stored: how far, per input, the
+        orders' counts are stored with them."""
+        mark = self.stored_marks.setdefault(partition, {})
+        for source, offset, _ in orders:
+            mark[source] = max(offset, mark.get(source, -1))
+        key = _mark_key(partition)
+        value = orjson.dumps(mark)
+        self._database(partition, self.copurchase_table).put(key, value)
+        return await self._changelog(self.copurchase_table, partition, key, value)
+
+    def _load_copurchases(self, active: set[int]) -> None:
+        """The co-purchase counts of the partitions owned, from the table: orders
+        counted past the stored mark (their users' states may not have been stored) are
+        taken back out, to be counted again when they are read again."""
+        self.copurchases = {partition: CoPurchaseCounts() for partition in active}
+        self.stored_marks = {}
+        self.rolled_back = {}
+        rows: list[tuple[int, str, Any]] = []
+        for key, value in self.copurchase_table.items():
+            partition_text, separator, sku = key.decode().partition(":")
+            if not separator:  # a mark
+                partition = int(key.split(b"\x00")[0])
+                if partition in active:
+                    self.stored_marks[partition] = orjson.loads(value)
+            elif int(partition_text) in active:
+                rows.append((int(partition_text), sku, orjson.loads(value)))
+        for partition, sku, stored in rows:
+            counts = self.copurchases[partition]
+            if isinstance(stored, list):  # [pairs, last offset], as written before
+                stored = {"pairs": stored[0]}
+            elif "pairs" not in stored:  # the pairs alone, as written first
+                stored = {"pairs": stored}
+            counts.pairs[sku] = stored["pairs"]
+            mark = self.stored_marks.get(partition, {})
+            for source, offset, skus in stored.get("orders", ()):
+                if offset > mark.get(source, -1):
+                    counts.forget_order(sku, skus)
+                    self._rolled_back(partition).add((source, offset))
+        taken_back = sum(len(places) for places in self.rolled_back.values())
+        if taken_back:
+            log.info(
+                "%d order(s) counted for cross-sell after their users were last stored: "
+                "taken back out, counted again when read again",
+                taken_back,
+            )
 
     # --- outputs ---------------------------------------------------------------------
 
@@ -921,15 +1021,7 @@ class TriggerWorker:
             for tp in self.app.assignor.assigned_actives()
             if tp.topic == self.ticks_topic
         }
-        self.copurchases = {partition: CoPurchaseCounts() for partition in active}
-        for key, value in self.copurchase_table.items():
-            partition_text, _, sku = key.decode().partition(":")
-            counts = self.copurchases.get(int(partition_text))
-            if counts is not None:
-                stored = orjson.loads(value)
-                if isinstance(stored, dict):  # as written before the counts kept offsets
-                    stored = [stored, -1]
-                counts.pairs[sku], counts.through[sku] = stored
+        self._load_copurchases(active)
         self.engines = {}
         self.schedules = {}
         self.recent.clear()  # the store may have changed (recovered from changelogs)
@@ -1014,6 +1106,21 @@ class TriggerWorker:
         self.engines = {}  # rebuilt on demand, with the same co-purchase counts
         metrics.RULES_RELOADS.labels("applied").inc()
         log.info("rules reloaded from %s: %d rule(s)", self.rules_path, len(rules.rules))
+
+
+Order = tuple[str, int, list[str]]
+"""An order counted for cross-sell: the input it was read from, its offset, its skus."""
+
+
+def _order(read: Read, event: Event) -> Order:
+    items = event.properties.items  # type: ignore[union-attr]
+    return (read.source, read.message.offset, [item.sku for item in items])
+
+
+def _mark_key(partition: int) -> bytes:
+    """The key of a partition's stored mark in the co-purchase table (no sku has it:
+    no ':')."""
+    return f"{partition}\x00stored".encode()
 
 
 def _headers(message: Message) -> Headers:
