@@ -470,9 +470,7 @@ def test_recommendations_skip_owned_and_in_order_items_and_stop_at_max_items() -
     assert [(i.sku, i.score) for i in last.offer.items] == [("lens-cap", 1.0), ("tripod", 0.0)]
 
 
-def test_an_order_taken_back_out_of_the_counts_and_counted_again_leaves_them_as_before() -> (
-    None
-):
+def test_an_order_taken_back_out_of_the_counts_and_counted_again_leaves_them_as_before() -> None:
     counts = CoPurchaseCounts()
     counts.record_order(["camera-x", "lens-cap"])
     before = {sku: dict(partners) for sku, partners in counts.pairs.items()}
