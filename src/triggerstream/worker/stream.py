@@ -20,11 +20,13 @@ clock, sends the user a tick on ``timer-ticks`` (same partition as the user's st
 the firing happens in a batch like any event: one writer per user, changelogged,
 never twice.
 
-The wall clock rules a partition only once the worker has caught up with it (or is
-reading live events): while it works through a backlog, a user's timers fire when that
-user's own events pass their due time, as in replay, or once the backlog is read. So a
-backlog of history gives the triggers replay gives; a wall-clock tick never overtakes
-an older event of the same user still waiting in the partition.
+The wall clock rules a partition only once the worker has caught up with it (its
+inputs read to the end and processed; live traffic is, between two fetches): while it
+works through a backlog, a user's timers fire when that user's own events pass their due
+time, as in replay, or once the backlog is read. So a backlog of history gives the
+triggers replay gives; a wall-clock tick never overtakes an older event of the same
+user still waiting in the partition, and a tick that finds its partition behind (after a
+rebalance) fires nothing.
 """
 
 from __future__ import annotations
@@ -76,9 +78,6 @@ log = logging.getLogger("triggerstream.worker")
 
 WAKE_INTERVAL = 1.0
 """Seconds between two looks at the timer schedule: timers fire well within a minute."""
-LIVE_WINDOW = 60.0
-"""A partition whose latest event occurred less than this long ago is read live: its
-timers follow the wall clock even if a few events are still queued."""
 ERASURE_COMPACTION_INTERVAL = 30.0
 """Seconds between two compactions of erased users out of the RocksDB files."""
 BATCH_MESSAGES = 5_000
@@ -254,7 +253,6 @@ class TriggerWorker:
         """Since when the worker has been waiting for a message (None: it is busy)."""
         self.processing = asyncio.Lock()
         """Held while a message is processed: one writer of the tables at a time."""
-        self.latest_event_at: dict[int, float] = {}
         self.ready = False
         self.assigned = False
         """Whether the group has given this worker its partitions (since the last revoke)."""
@@ -337,7 +335,6 @@ class TriggerWorker:
                 decode_event(topic, message.value), time.time(), self.settings.max_future
             )
             at = decoded.occurred_at.timestamp()
-            self.latest_event_at[message.partition] = at
         except InvalidEvent as error:
             decoded, at = error, FIRST
         self.read_offset[(message.topic, message.partition)] = message.offset + 1
@@ -372,9 +369,10 @@ class TriggerWorker:
                             if taken >= share:
                                 full = True
                                 break
-                    for message in pending_ticks:
-                        await self._on_tick(batch, message)
-                    pending_ticks = []
+                    if not full:  # after every event of the fetch that may go now
+                        for message in pending_ticks:
+                            await self._on_tick(batch, message)
+                        pending_ticks = []
                     await self._complete(batch)
                 except BaseException:
                     # States kept decoded were changed in place and not stored.
@@ -649,6 +647,12 @@ class TriggerWorker:
             return
         engine = self._engine(partition)
         now = time.time()
+        if not self._follows_wall_clock(partition):
+            # Sent when the partition was caught up (by this worker, or by the one that
+            # had it before a rebalance); events of the user may be waiting now. Due
+            # again at the next wake-up once it has caught up.
+            self._schedule(partition).set(user_id, engine.next_due(user.state))
+            return
         if engine.has_due(user.state, now):
             step = engine.fire_due(user_id, user.state, now)
             user.state = step.state
@@ -923,7 +927,7 @@ class TriggerWorker:
         due = [
             (partition, user)
             for partition, schedule in self.schedules.items()
-            if self._follows_wall_clock(partition, now)
+            if self._follows_wall_clock(partition)
             for user in schedule.pop_due(now)
         ]
         ticks = [
@@ -937,12 +941,12 @@ class TriggerWorker:
         ]
         await self.outputs.settle(ticks)
 
-    def _follows_wall_clock(self, partition: int, now: float) -> bool:
+    def _follows_wall_clock(self, partition: int) -> bool:
         """Whether the partition's timers may fire on the wall clock: its input read to
-        the end and processed, or its latest event recent (a live stream, a little
-        behind)."""
-        if self.latest_event_at.get(partition, float("-inf")) >= now - LIVE_WINDOW:
-            return True
+        the end (as the last fetch told) and processed. Not before: a user's events
+        still unread or waiting could come after the due time (seen: a backlog that
+        reached the present fired inactivity timers of users whose later activity was
+        still queued, where replay saw the activity first)."""
         return self.merge.pending(partition) == 0 and all(
             self._read_to_end((topic, partition)) for topic in self.design_name
         )
