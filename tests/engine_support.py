@@ -7,13 +7,13 @@ import functools
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import yaml
 
 from triggerstream.core.engine import Engine
-from triggerstream.records import Attribution, Decision, Trigger
+from triggerstream.records import Attribution, Decision, Record, Trigger
 from triggerstream.replay import Outputs, Replay, ReplaySummary
 from triggerstream.rules.load import parse_rules
 from triggerstream.rules.model import RulesFile
@@ -124,12 +124,22 @@ def replay(
     encoded = [line if isinstance(line, bytes) else orjson.dumps(line) for line in lines]
     replaying.feed(("test", n, line) for n, line in enumerate(encoded, start=1))
     result.summary = replaying.finish(until.timestamp() if until else None)
-    result.triggers = [Trigger.model_validate_json(line) for line in result.trigger_lines]
-    result.decisions = [Decision.model_validate_json(line) for line in result.decision_lines]
-    result.attributions = [
-        Attribution.model_validate_json(line) for line in result.attribution_lines
-    ]
+    result.triggers = [_read(Trigger, line) for line in result.trigger_lines]
+    result.decisions = [_read(Decision, line) for line in result.decision_lines]
+    result.attributions = [_read(Attribution, line) for line in result.attribution_lines]
     return result
+
+
+RecordT = TypeVar("RecordT", bound=Record)
+
+
+def _read(model: type[RecordT], line: bytes) -> RecordT:
+    """A record line as its model, which must write the very same bytes again: the
+    engine encodes records itself (triggerstream.core.records), the model is the
+    contract."""
+    record = model.model_validate_json(line)
+    assert record.model_dump_json().encode() == line, line
+    return record
 
 
 @functools.lru_cache(maxsize=64)

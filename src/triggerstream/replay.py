@@ -27,9 +27,10 @@ import orjson
 
 from triggerstream.core.engine import Engine, Step
 from triggerstream.core.recommend import CoPurchaseCounts
+from triggerstream.core.records import Decision
 from triggerstream.core.state import UserState
 from triggerstream.events import BOM, InvalidEvent, decode_line, refuse_future
-from triggerstream.records import DeadLetter, Decision
+from triggerstream.records import DeadLetter
 from triggerstream.topics import partition_of
 
 Writer = Callable[[bytes], object]
@@ -163,15 +164,15 @@ class Replay:
         for decision in step.decisions:
             self._count(decision)
             if self.outputs.decisions:
-                self.outputs.decisions(decision.model_dump_json().encode())
+                self.outputs.decisions(decision.to_json())
         for trigger in step.triggers:
             self.summary.triggers[trigger.channel] += 1
             if self.outputs.triggers:
-                self.outputs.triggers(trigger.model_dump_json().encode())
+                self.outputs.triggers(trigger.to_json())
         for attribution in step.attributions:
             self.summary.attributions += 1
             if self.outputs.attributions:
-                self.outputs.attributions(attribution.model_dump_json().encode())
+                self.outputs.attributions(attribution.to_json())
 
     def _count(self, decision: Decision) -> None:
         self.summary.decisions[decision.outcome] += 1

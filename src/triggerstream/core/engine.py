@@ -24,6 +24,17 @@ from triggerstream.core.conditions import compile_condition
 from triggerstream.core.ids import bucket, decision_id, erasure_decision_id, event_key, trigger_id
 from triggerstream.core.policy import Candidate, SuppressionPolicy, Verdict
 from triggerstream.core.recommend import CoPurchaseCounts
+from triggerstream.core.records import (
+    Attribution,
+    CausedBy,
+    Decision,
+    Offer,
+    OfferItem,
+    Personalization,
+    Trigger,
+    TriggerReason,
+    utc,
+)
 from triggerstream.core.state import (
     MAX_LISTED,
     MAX_OWNED,
@@ -38,16 +49,6 @@ from triggerstream.core.state import (
 from triggerstream.core.windows import add, total
 from triggerstream.core.windows import count as window_count
 from triggerstream.events import Event
-from triggerstream.records import (
-    Attribution,
-    CausedBy,
-    Decision,
-    Offer,
-    OfferItem,
-    Personalization,
-    Trigger,
-    TriggerReason,
-)
 from triggerstream.rules.model import Experiment, Rule, RulesFile
 
 DAY = 86_400.0
@@ -77,7 +78,7 @@ DEADLINE_FIELDS: dict[str, tuple[str, ...]] = {
 """The event types that carry each deadline field."""
 
 
-@dataclass
+@dataclass(slots=True)
 class Step:
     """What one call of the engine produced. ``state`` is None after an erasure."""
 
@@ -135,6 +136,8 @@ class CompiledRule:
             else 0.0
         )
         """The window of a count or sum, the span of an inactivity rule, in seconds."""
+        self.within_text = summaries.span(self.within)
+        self.at_least: float = getattr(self.spec, "at_least", None) or 0.0
         self.experiment: Experiment | None = next(
             (e for e in rules.experiments if e.rule == rule.id), None
         )
@@ -145,11 +148,18 @@ class CompiledRule:
     def sort_key(self) -> tuple[int, int]:
         return (-self.priority, self.order)
 
+    # Loops, not all() over a generator: these run for every event a rule listens to.
     def where_holds(self, properties: Any) -> bool:
-        return all(check(getattr(properties, name, None)) for name, check in self.where)
+        for name, check in self.where:  # noqa: SIM110
+            if not check(getattr(properties, name, None)):
+                return False
+        return True
 
     def profile_holds(self, state: UserState) -> bool:
-        return all(check(state_value(state, name)) for name, check in self.profile)
+        for name, check in self.profile:  # noqa: SIM110
+            if not check(state_value(state, name)):
+                return False
+        return True
 
     def variant(self, user_id: str) -> str | None:
         """The experiment variant of this user, by weight, deterministic per user."""
@@ -222,18 +232,15 @@ class Engine:
         so timers due by then fire first; then the event; then any timer the event set
         that is already due. One step with everything, in that order."""
         at = event.occurred_at.timestamp()
+        key = event_key(event.event_id)
         fired: Step | None = None
-        if (
-            state is not None
-            and at > state.latest_at
-            and self.has_due(state, at)
-            and not self.is_duplicate(state, event)  # a duplicate moves no clock
-        ):
-            fired = self.fire_due(user_id, state, at)
-            state = fired.state
-        step = self.process(user_id, state, event)
-        if step.duplicate:
-            return step
+        if state is not None:
+            if _seen(state, key, at):
+                return Step(state, duplicate=True)  # a duplicate moves no clock
+            if at > state.latest_at and self.has_due(state, at):
+                fired = self.fire_due(user_id, state, at)
+                state = fired.state
+        step = self._process(user_id, state, event, at, key)
         if step.state is not None and self.has_due(step.state, step.state.latest_at):
             after = self.fire_due(user_id, step.state, step.state.latest_at)
             step.decisions += after.decisions
@@ -246,12 +253,17 @@ class Engine:
 
     def process(self, user_id: str, state: UserState | None, event: Event) -> Step:
         """Apply one input event of ``user_id`` and decide what it triggers."""
-        state = state if state is not None else UserState()
         at = event.occurred_at.timestamp()
         key = event_key(event.event_id)
-        seen_at = state.seen.get(key)
-        if seen_at is not None and abs(at - seen_at) <= DEDUPE_WINDOW:
+        if state is not None and _seen(state, key, at):
             return Step(state, duplicate=True)
+        return self._process(user_id, state, event, at, key)
+
+    def _process(
+        self, user_id: str, state: UserState | None, event: Event, at: float, key: int
+    ) -> Step:
+        """:meth:`process` of an event that is not a duplicate, at ``at`` (its time)."""
+        state = state if state is not None else UserState()
         qualified = event.qualified_type
         if qualified == "profile.erasure_requested":
             return self._erase(user_id, event, at)
@@ -272,7 +284,8 @@ class Engine:
         if state.last_seen_at == at and qualified in ACTIVITY:
             state.last_activity = (event.event_id, qualified)
         matches = self._match(user_id, state, event, qualified, at, basket)
-        self._decide(user_id, state, matches, step)
+        if matches:
+            self._decide(user_id, state, matches, step)
         return step
 
     def fire_due(self, user_id: str, state: UserState, now: float) -> Step:
@@ -296,8 +309,7 @@ class Engine:
     @staticmethod
     def is_duplicate(state: UserState, event: Event) -> bool:
         """Whether the user had an event with this id within 24 hours of its time."""
-        seen_at = state.seen.get(event_key(event.event_id))
-        return seen_at is not None and abs(event.occurred_at.timestamp() - seen_at) <= DEDUPE_WINDOW
+        return _seen(state, event_key(event.event_id), event.occurred_at.timestamp())
 
     def has_due(self, state: UserState, now: float) -> bool:
         """Whether any timer of the user is due at or before ``now`` (cheap: on the
@@ -360,34 +372,40 @@ class Engine:
         for rule in self.on_type.get(qualified, ()):
             if not rule.where_holds(props):
                 continue
-            if rule.kind == "event":
+            kind = rule.kind
+            if kind == "event":
+                if not rule.profile_holds(state):
+                    continue
                 facts: dict[str, Any] = {"type": qualified}
                 summary = summaries.event_sentence(qualified, props)
             else:
-                value = 1.0 if rule.kind == "count" else float(getattr(props, rule.spec.field))
-                entries = state.windows.setdefault(rule.id, [])
+                value = 1.0 if kind == "count" else float(getattr(props, rule.spec.field))
+                entries = state.windows.get(rule.id)
+                if entries is None:
+                    entries = state.windows[rule.id] = []
                 add(entries, at, value, rule.within)
                 # The window ends at the user's clock: an event that arrives late counts
                 # if it falls inside the last `within`, and one older than that changes
-                # nothing now (no trigger for a moment long gone).
-                if rule.kind == "count":
+                # nothing now (no trigger for a moment long gone). Below the threshold,
+                # or for a user the rule's profile excludes, nothing more is done.
+                if kind == "count":
                     count = window_count(entries, now, rule.within)
-                    if count < rule.spec.at_least:
+                    if count < rule.at_least or not rule.profile_holds(state):
                         continue
-                    facts = {"count": count, "within": summaries.span(rule.within)}
+                    facts = {"count": count, "within": rule.within_text}
                     summary = (
                         f"{count} {summaries.plural(rule.noun, count)} in the last "
-                        f"{summaries.span(rule.within)}"
+                        f"{rule.within_text}"
                     )
                 else:
                     count, summed = total(entries, now, rule.within)
-                    if summed < rule.spec.at_least:
+                    if summed < rule.at_least or not rule.profile_holds(state):
                         continue
                     facts = {"sum": summed, "field": rule.spec.field, "events": count}
                     summary = (
                         f"{summaries.number(summed)} {rule.spec.field} over {count} "
                         f"{summaries.plural(rule.noun, count)} in the last "
-                        f"{summaries.span(rule.within)}"
+                        f"{rule.within_text}"
                     )
             found.append(self._matched(rule, event, qualified, at, now, facts, summary, basket))
         if qualified == "usage.quota_usage":
@@ -396,7 +414,8 @@ class Engine:
             score = props.score  # type: ignore[union-attr]
             for rule in self.nps_rules:
                 low, high = rule.spec.at_least, rule.spec.at_most
-                if (low is None or score >= low) and (high is None or score <= high):
+                in_range = (low is None or score >= low) and (high is None or score <= high)
+                if in_range and rule.profile_holds(state):
                     summary = f"NPS {score} ({nps_category(score)})"
                     found.append(
                         self._matched(
@@ -406,8 +425,6 @@ class Engine:
         self._set_deadlines(state, event, qualified, at, now)
         matches = []
         for match in found:
-            if not match.rule.profile_holds(state):
-                continue
             if match.rule.delay > 0:
                 self._set_timer(
                     state,
@@ -456,7 +473,7 @@ class Engine:
                 state.quota_above[rule.id] = True
             else:
                 state.quota_above.pop(rule.id, None)
-            if above and not was_above:
+            if above and not was_above and rule.profile_holds(state):
                 facts = {
                     "resource": props.resource,
                     "used": props.used,
@@ -608,7 +625,7 @@ class Engine:
         trigger = trigger_id(rule.id, user_id, match.cause_id, match.due)
         variant = rule.variant(user_id)
         experiment = rule.experiment.id if rule.experiment and variant else None
-        at = _datetime(match.at)
+        at = utc(match.at)
         step.decisions.append(
             Decision(
                 decision_id=decision_id(trigger),
@@ -639,7 +656,8 @@ class Engine:
                     products=[p for p in (rule.offer.product, *(sku for sku, _ in items)) if p],
                 ),
             )
-        if verdict.outcome != "emitted":
+        channel = verdict.channel
+        if verdict.outcome != "emitted" or channel is None:  # emitted: always a channel
             return
         offer = rule.offer
         title, benefits = offer.title, offer.benefits
@@ -662,12 +680,12 @@ class Engine:
                     kind=offer.kind,
                     product=offer.product,
                     title=title,
-                    benefits=benefits,
-                    discount_percent=discount,
+                    benefits=list(benefits),
+                    discount_percent=float(discount),
                     expires_at=at + expires_after,
-                    items=[OfferItem(sku=sku, score=score) for sku, score in items],
+                    items=[OfferItem(sku=sku, score=float(score)) for sku, score in items],
                 ),
-                channel=verdict.channel,
+                channel=channel,
                 experiment=experiment,
                 variant=variant,
                 reason=TriggerReason(summary=match.summary, facts=match.facts),
@@ -680,7 +698,7 @@ class Engine:
                 caused_by=CausedBy(
                     event_id=match.cause_id,
                     type=match.cause_type,
-                    occurred_at=_datetime(match.cause_at),
+                    occurred_at=utc(match.cause_at),
                 ),
                 triggered_at=at,
                 emitted_at=at,
@@ -754,7 +772,7 @@ class Engine:
             group=touch.group,
             revenue=round(revenue, 6),
             currency=currency,
-            converted_at=_datetime(at),
+            converted_at=utc(at),
             lag_seconds=round(at - touch.at, 6),
             **purchase,
         )
@@ -769,7 +787,7 @@ class Engine:
             detail="erasure requested: every fact, window, timer, dedupe id and attribution "
             "candidate of the user was deleted",
             trigger_id=None,
-            at=_datetime(at),
+            at=utc(at),
         )
         return Step(None, decisions=[decision])
 
@@ -783,6 +801,12 @@ class Engine:
         state.total_spent += float(props.total)
 
 
+def _seen(state: UserState, key: int, at: float) -> bool:
+    """Whether the user had an event with this id key within 24 hours of ``at``."""
+    seen_at = state.seen.get(key)
+    return seen_at is not None and abs(at - seen_at) <= DEDUPE_WINDOW
+
+
 def _forget_old_ids(seen: OrderedDict[int, float], horizon: float) -> None:
     """Drop ids older than the horizon from the front (oldest first, as they arrived):
     a few per event keeps the memory at 24 hours without rebuilding it."""
@@ -790,10 +814,6 @@ def _forget_old_ids(seen: OrderedDict[int, float], horizon: float) -> None:
         if not seen or seen[next(iter(seen))] >= horizon:
             return
         seen.popitem(last=False)
-
-
-def _datetime(at: float) -> dt.datetime:
-    return dt.datetime.fromtimestamp(at, dt.UTC)
 
 
 # --- how each event type changes the user's facts ------------------------------------

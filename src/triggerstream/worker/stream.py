@@ -861,20 +861,20 @@ class TriggerWorker:
                 await send(
                     DECISIONS_TOPIC,
                     key,
-                    decision.model_dump_json().encode(),
+                    decision.to_json(),
                     headers=headers,
                     origin=origin,
                 )
             )
         for trigger in step.triggers:
-            emitted = trigger.model_copy(update={"emitted_at": now})
+            emitted = trigger.emitted(now)
             metrics.TRIGGERS.labels(trigger.rule_id, trigger.channel, trigger.variant or "").inc()
             metrics.TRIGGER_LATENCY.observe(max(0.0, (now - trigger.triggered_at).total_seconds()))
             deliveries.append(
                 await send(
                     CHANNEL_TOPICS[trigger.channel],
                     key,
-                    emitted.model_dump_json().encode(),
+                    emitted.to_json(),
                     headers=headers,
                     origin=origin,
                 )
@@ -890,7 +890,7 @@ class TriggerWorker:
                 await send(
                     ATTRIBUTIONS_TOPIC,
                     key,
-                    attribution.model_dump_json().encode(),
+                    attribution.to_json(),
                     headers=headers,
                     origin=origin,
                 )
