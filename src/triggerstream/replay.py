@@ -122,7 +122,7 @@ class Replay:
                 self._dead_letter(source, number, line, error)
                 continue
             self.summary.events += 1
-            at = event.occurred_at.timestamp()
+            at = event.at
             user = event.user_id
             step = self._engine_for(user).handle(user, self.states.get(user), event)
             if step.duplicate:

@@ -231,7 +231,7 @@ class Engine:
         """An event as both shells take it: the user's clock moves to the event's time,
         so timers due by then fire first; then the event; then any timer the event set
         that is already due. One step with everything, in that order."""
-        at = event.occurred_at.timestamp()
+        at = event.at
         key = event_key(event.event_id)
         fired: Step | None = None
         if state is not None:
@@ -253,7 +253,7 @@ class Engine:
 
     def process(self, user_id: str, state: UserState | None, event: Event) -> Step:
         """Apply one input event of ``user_id`` and decide what it triggers."""
-        at = event.occurred_at.timestamp()
+        at = event.at
         key = event_key(event.event_id)
         if state is not None and _seen(state, key, at):
             return Step(state, duplicate=True)
@@ -309,7 +309,7 @@ class Engine:
     @staticmethod
     def is_duplicate(state: UserState, event: Event) -> bool:
         """Whether the user had an event with this id within 24 hours of its time."""
-        return _seen(state, event_key(event.event_id), event.occurred_at.timestamp())
+        return _seen(state, event_key(event.event_id), event.at)
 
     def has_due(self, state: UserState, now: float) -> bool:
         """Whether any timer of the user is due at or before ``now`` (cheap: on the

@@ -334,7 +334,7 @@ class TriggerWorker:
             decoded = refuse_future(
                 decode_event(topic, message.value), time.time(), self.settings.max_future
             )
-            at = decoded.occurred_at.timestamp()
+            at = decoded.at
         except InvalidEvent as error:
             decoded, at = error, FIRST
         self.read_offset[(message.topic, message.partition)] = message.offset + 1
