@@ -15,11 +15,11 @@ with an offset. Unknown fields are ignored, so producers may add fields.
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import math
 import zoneinfo
+from collections.abc import Callable, Mapping
 from functools import cache
-from typing import Annotated, Any, ClassVar, Literal, TypeAlias
+from typing import Annotated, Any, ClassVar, Generic, Literal, Self, TypeAlias, TypeVar, overload
 
 import orjson
 import pydantic_core
@@ -41,6 +41,8 @@ from pydantic import (
     model_validator,
 )
 from pydantic_core import SchemaValidator
+
+T = TypeVar("T")
 
 MAX_EVENT_BYTES = 64 * 1024
 """An encoded event larger than this is refused (``too_large``)."""
@@ -123,10 +125,33 @@ class Properties(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True, allow_inf_nan=False)
 
 
+class _once(Generic[T]):
+    """A property computed on first use and kept in the instance: functools'
+    cached_property without its lock (Python 3.11 takes one at every read)."""
+
+    def __init__(self, compute: Callable[[Any], T]) -> None:
+        self.compute = compute
+        self.name = compute.__name__
+        self.__doc__ = compute.__doc__
+
+    @overload
+    def __get__(self, instance: None, owner: type) -> _once[T]: ...
+    @overload
+    def __get__(self, instance: object, owner: type) -> T: ...
+    def __get__(self, instance: object, owner: type) -> T | _once[T]:
+        if instance is None:
+            return self
+        value = self.compute(instance)
+        instance.__dict__[self.name] = value  # later reads find it before the descriptor
+        return value
+
+
 class Envelope(BaseModel):
     """Fields every input event carries. Subclasses add ``type`` and ``properties``."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True, validate_default=True)
+    model_config = ConfigDict(
+        extra="ignore", frozen=True, validate_default=True, ignored_types=(_once,)
+    )
 
     topic: ClassVar[str]
     """The input topic (without prefix) that carries this type."""
@@ -139,10 +164,15 @@ class Envelope(BaseModel):
     user_id: Name
     occurred_at: Timestamp
 
-    @functools.cached_property
+    @_once
     def at(self) -> float:
         """``occurred_at`` as POSIX seconds, the time the core works in (computed once)."""
         return self.occurred_at.timestamp()
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        copied = super().model_copy(update=update, deep=deep)
+        copied.__dict__.pop("at", None)  # computed again from the copy's occurred_at
+        return copied
 
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
