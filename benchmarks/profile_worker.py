@@ -1,7 +1,7 @@
 """Where the worker's CPU goes: py-spy on a worker reading a backlog.
 
 The backlog is peers.py's (skip events over 10,000 users on 4 partitions), read by the
-worker with the demo's rules. py-spy samples the worker's main thread once it has begun
+worker with the demo's rules (or, with ``--like-for-like``, peers.py's job). py-spy samples the worker's main thread once it has begun
 processing; the summary printed is each function's inclusive share of the samples (a
 flame graph's widths), and the raw collapsed stacks stay in ``--out`` for a flame graph
 (``py-spy`` or speedscope read them).
@@ -59,6 +59,11 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=30)
     parser.add_argument("--top", type=int, default=45)
     parser.add_argument("--out", type=Path, default=Path("profile.collapsed"))
+    parser.add_argument(
+        "--like-for-like",
+        action="store_true",
+        help="peers.py's job (one count rule, every match a decision) instead of the demo's rules",
+    )
     args = parser.parse_args()
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not Path(py_spy).exists():
@@ -69,6 +74,9 @@ def main() -> int:
         asyncio.run(create_topics(settings, load_topics()))
         asyncio.run(produce(settings, [("prof.usage-events", k, v) for k, v, _ in rows]))
         rules = harness.ROOT / "examples" / "rules.yaml"
+        if args.like_for_like:
+            rules = Path(folder) / "rules.yaml"
+            rules.write_text(peers.LIKE_FOR_LIKE)
         worker = harness.Worker(settings, rules, Path(folder)).start()
         try:
             worker.wait_ready(1)

@@ -144,9 +144,23 @@ class CompiledRule:
         self.noun = (
             summaries.noun_for(self.type, getattr(self.spec, "where", {})) if self.type else ""
         )
+        self.candidate = Candidate(
+            rule_id=self.id,
+            offer_id=self.offer_id,
+            product=self.offer.product,
+            wants_items=False,
+            items=(),
+            cooldown=self.cooldown,
+            channels=self.channels,
+        )
+        """What the policy judges of a match, for an offer without recommended items."""
 
     def sort_key(self) -> tuple[int, int]:
         return (-self.priority, self.order)
+
+    @property
+    def wants_items(self) -> bool:
+        return self.offer.recommend is not None
 
     # Loops, not all() over a generator: these run for every event a rule listens to.
     def where_holds(self, properties: Any) -> bool:
@@ -575,17 +589,23 @@ class Engine:
     def _decide(self, user_id: str, state: UserState, matches: list[Match], step: Step) -> None:
         """Decide the matches of one moment in priority order (ties: file order)."""
         taken: CompiledRule | None = None
-        for match in sorted(matches, key=lambda m: m.rule.sort_key()):
+        if len(matches) > 1:
+            matches = sorted(matches, key=_priority)
+        for match in matches:
             rule = match.rule
             items = self._items(state, rule, match.basket)
-            candidate = Candidate(
-                rule_id=rule.id,
-                offer_id=rule.offer_id,
-                product=rule.offer.product,
-                wants_items=rule.offer.recommend is not None,
-                items=tuple(sku for sku, _ in items),
-                cooldown=rule.cooldown,
-                channels=rule.channels,
+            candidate = (
+                Candidate(
+                    rule_id=rule.id,
+                    offer_id=rule.offer_id,
+                    product=rule.offer.product,
+                    wants_items=True,
+                    items=tuple(sku for sku, _ in items),
+                    cooldown=rule.cooldown,
+                    channels=rule.channels,
+                )
+                if rule.wants_items
+                else rule.candidate
             )
             verdict = self.policy.judge(user_id, state, candidate, match.at)
             if verdict.outcome != "suppressed" and taken is not None:
@@ -799,6 +819,10 @@ class Engine:
             _own(state, sku)
         state.orders_count += 1
         state.total_spent += float(props.total)
+
+
+def _priority(match: Match) -> tuple[int, int]:
+    return match.rule.sort_key()
 
 
 def _seen(state: UserState, key: int, at: float) -> bool:
