@@ -1,8 +1,8 @@
 """Where the worker's CPU goes: py-spy on a worker reading a backlog.
 
 The backlog is peers.py's (skip events over 10,000 users on 4 partitions), read by the
-worker with the demo's rules (or, with ``--like-for-like``, peers.py's job). py-spy samples the worker's main thread once it has begun
-processing; the summary printed is each function's inclusive share of the samples (a
+worker with the demo's rules (or, with ``--like-for-like``, peers.py's job). py-spy
+samples the worker's main thread once it has begun processing; the summary printed is each function's inclusive share of the samples (a
 flame graph's widths), and the raw collapsed stacks stay in ``--out`` for a flame graph
 (``py-spy`` or speedscope read them).
 

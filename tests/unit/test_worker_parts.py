@@ -145,10 +145,10 @@ def test_the_recent_states_are_bounded_by_their_stored_size_not_only_by_users(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from triggerstream.core.state import UserState
-    from triggerstream.worker import stream
+    from triggerstream.worker import store
 
-    monkeypatch.setattr(stream, "RECENT_BYTES", 1000)
-    recent = stream.RecentStates()
+    monkeypatch.setattr(store, "RECENT_BYTES", 1000)
+    recent = store.RecentStates()
     for n in range(5):
         recent.remember((0, f"u{n}".encode()), UserState(), 300)
     # 1,500 bytes of states: the two least recent are forgotten.

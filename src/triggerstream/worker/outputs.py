@@ -15,12 +15,14 @@ counted.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import time
 from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from aiokafka.errors import (
     ClusterAuthorizationFailedError,
     KafkaConnectionError,
@@ -33,7 +35,14 @@ from aiokafka.errors import (
 )
 from faust.exceptions import ProducerSendError
 
-from triggerstream.records import DEAD_LETTER_TOPIC, DeadLetter
+from triggerstream.core.engine import Step
+from triggerstream.records import (
+    ATTRIBUTIONS_TOPIC,
+    CHANNEL_TOPICS,
+    DEAD_LETTER_TOPIC,
+    DECISIONS_TOPIC,
+    DeadLetter,
+)
 from triggerstream.worker import metrics
 
 log = logging.getLogger("triggerstream.worker")
@@ -131,6 +140,91 @@ class Outputs:
         await self._hand_over(delivery)
         return delivery
 
+    async def send_step(
+        self,
+        deliveries: list[Delivery],
+        key: bytes,
+        step: Step,
+        headers: Headers,
+        origin: Origin | None,
+    ) -> None:
+        """Hand every record of a step to the producer, with the headers of the input
+        that caused it; ``deliveries`` gets them, for the batch to await."""
+        now = dt.datetime.now(dt.UTC)
+        send = self.send
+        for decision in step.decisions:
+            metrics.DECISIONS.labels(
+                decision.rule_id or "", decision.outcome, decision.reason or ""
+            ).inc()
+            deliveries.append(
+                await send(
+                    DECISIONS_TOPIC,
+                    key,
+                    decision.to_json(),
+                    headers=headers,
+                    origin=origin,
+                )
+            )
+        for trigger in step.triggers:
+            emitted = trigger.emitted(now)
+            metrics.TRIGGERS.labels(trigger.rule_id, trigger.channel, trigger.variant or "").inc()
+            metrics.TRIGGER_LATENCY.observe(max(0.0, (now - trigger.triggered_at).total_seconds()))
+            deliveries.append(
+                await send(
+                    CHANNEL_TOPICS[trigger.channel],
+                    key,
+                    emitted.to_json(),
+                    headers=headers,
+                    origin=origin,
+                )
+            )
+        for attribution in step.attributions:
+            metrics.ATTRIBUTIONS.labels(
+                attribution.rule_id, attribution.variant or "", attribution.group
+            ).inc()
+            metrics.ATTRIBUTED_REVENUE.labels(attribution.rule_id, attribution.currency).inc(
+                attribution.revenue
+            )
+            deliveries.append(
+                await send(
+                    ATTRIBUTIONS_TOPIC,
+                    key,
+                    attribution.to_json(),
+                    headers=headers,
+                    origin=origin,
+                )
+            )
+
+    async def dead_letter(
+        self,
+        deliveries: list[Delivery],
+        message: Any,
+        source: str,
+        headers: Headers,
+        code: str,
+        reason: str,
+    ) -> None:
+        """Send an input message that cannot be used to ``events.dlq``, keyed by its
+        user_id when its value has one (else by its own key). ``source``: the design
+        name of the topic it was read from."""
+        record = DeadLetter.of_value(
+            message.value,
+            code,
+            reason,
+            topic=source,
+            partition=message.partition,
+            offset=message.offset,
+        )
+        deliveries.append(
+            await self.send(
+                DEAD_LETTER_TOPIC,
+                _user_key(message.value) or message.key,
+                record.model_dump_json(exclude_none=True).encode(),
+                headers=headers,
+                origin=Origin(source, message.partition, message.offset),
+            )
+        )
+
     async def settle(self, deliveries: Sequence[Delivery]) -> None:
         """Wait until the broker has every record, or it has refused one for good (then
         the record is logged, counted and dead-lettered)."""
@@ -215,3 +309,15 @@ class Outputs:
             DEAD_LETTER_TOPIC, delivery.key, record.model_dump_json(exclude_none=True).encode()
         )
         await self.settle([letter])
+
+
+def _user_key(value: bytes | None) -> bytes | None:
+    """The ``user_id`` of a value that has one (a dead letter's key)."""
+    if not value:
+        return None
+    try:
+        document = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+    user = document.get("user_id") if isinstance(document, dict) else None
+    return user.encode() if isinstance(user, str) and user else None

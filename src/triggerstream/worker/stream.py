@@ -33,18 +33,16 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import datetime as dt
 import logging
 import time
-from collections.abc import Awaitable, Iterator, Mapping
+from collections.abc import Awaitable, Mapping
 from pathlib import Path
 from typing import Any
 
-import faust
 import orjson
 from faust.types import TP, Message
 
-from triggerstream.core.engine import Engine, Step
+from triggerstream.core.engine import Engine
 from triggerstream.core.recommend import CoPurchaseCounts
 from triggerstream.core.state import UserState
 from triggerstream.events import (
@@ -54,24 +52,18 @@ from triggerstream.events import (
     decode_event,
     refuse_future,
 )
-from triggerstream.records import (
-    ATTRIBUTIONS_TOPIC,
-    CHANNEL_TOPICS,
-    DEAD_LETTER_TOPIC,
-    DECISIONS_TOPIC,
-    DeadLetter,
-)
 from triggerstream.rules.load import RulesError, load_rules
 from triggerstream.rules.model import RulesFile
 from triggerstream.settings import Settings
 from triggerstream.topics import REPARTITION_TOPIC, TIMER_TICKS_TOPIC, partition_of
 from triggerstream.worker import metrics
-from triggerstream.worker.app import build_app, rocksdb_options
+from triggerstream.worker.app import build_app
 from triggerstream.worker.batch import Batch, Read, Redo, TouchedUser
 from triggerstream.worker.merge import FIRST, EventTimeMerge
 from triggerstream.worker.outputs import Headers, Origin, Outputs
 from triggerstream.worker.preflight import OUTPUTS, Layout
 from triggerstream.worker.schedule import TimerSchedule
+from triggerstream.worker.store import StateStore, stored_items
 from triggerstream.worker.web import add_routes
 
 log = logging.getLogger("triggerstream.worker")
@@ -109,54 +101,6 @@ another input of its partition) at which the consumer stops fetching it, until h
 have gone: memory stays bounded when one input is far behind the others (as Kafka
 Streams' ``buffered.records.per.partition``). Seen: 1.3 GB of usage events held while a
 backlog of 2.2 million profile events an hour earlier was read."""
-RECENT_USERS = 10_000
-"""Users whose state stays decoded in memory between batches (the most recent): a user
-in a session sends several events a minute, each batch would decode them again."""
-RECENT_BYTES = 8 * 1024 * 1024
-"""And at most this much of their stored (encoded) state: a decoded state takes several
-times its encoded size, and the states of very active users grow with their day (every
-event id of the last 24 hours is kept). Counting users alone let a soak of 10,000 busy
-users grow the worker by 0.2-0.7 MiB/s; with 2 MiB it grew 0.08 MiB/s (docs/reliability.md,
-"Soak")."""
-
-
-UserKey = tuple[int, bytes]
-"""A user's state's place: (partition, user id)."""
-
-
-class RecentStates:
-    """The decoded states of the users stored most recently, the least recent
-    forgotten first, within ``RECENT_USERS`` users and ``RECENT_BYTES`` encoded bytes.
-    Keyed by (partition, user id), as the store is."""
-
-    def __init__(self) -> None:
-        self.states: dict[UserKey, tuple[UserState, int]] = {}
-        self.bytes = 0
-
-    def get(self, key: UserKey) -> UserState | None:
-        kept = self.states.get(key)
-        return None if kept is None else kept[0]
-
-    def forget(self, key: UserKey) -> None:
-        kept = self.states.pop(key, None)
-        if kept is not None:
-            self.bytes -= kept[1]
-
-    def clear(self) -> None:
-        self.states.clear()
-        self.bytes = 0
-
-    def remember(self, key: UserKey, state: UserState, size: int) -> None:
-        self.forget(key)
-        self.states[key] = (state, size)
-        self.bytes += size
-        states = self.states
-        while len(states) > RECENT_USERS or self.bytes > RECENT_BYTES:
-            oldest = next(iter(states))
-            self.bytes -= states.pop(oldest)[1]
-
-    def __len__(self) -> int:
-        return len(self.states)
 
 
 class TriggerWorker:
@@ -171,34 +115,9 @@ class TriggerWorker:
         self.partition_count = layout.partitions
         """The input topics' partition count: a user's home partition is
         murmur2(user_id) modulo this."""
-        table_options = rocksdb_options(settings, layout.partitions)
-
-        def table(name: str, meaning: str) -> faust.types.TableT[bytes, bytes]:
-            created = app.Table(
-                name,
-                key_type=bytes,
-                value_type=bytes,
-                partitions=layout.partitions,
-                options=dict(table_options),  # faust's store takes keys out of it
-                help=meaning,
-            )
-            # faust checks co-partitioning on a table's first write from each topic,
-            # against the consumer's metadata, which can still show a changelog created
-            # moments ago with 0 partitions: the agent crashed with the message in hand
-            # (seen on Apache Kafka). The preflight checks it on the broker instead.
-            created._verified_source_topics_for_partitions.update(  # type: ignore[attr-defined]
-                (
-                    *(settings.topic(name) for name in (*INPUT_TOPICS, REPARTITION_TOPIC)),
-                    settings.topic(TIMER_TICKS_TOPIC),
-                )
-            )
-            return created
-
-        self.users = table("users", "UserState of each user, as bytes.")
-        self.copurchase_table = table(
-            "copurchases",
-            "Co-purchase counts: b'<partition>:<sku>' -> [{other sku: orders}, last offset].",
-        )
+        self.store = store = StateStore(app, settings, layout)
+        self.users = store.users
+        self.copurchase_table = store.copurchase_table
         self.design_name = {
             settings.topic(name): name for name in (*INPUT_TOPICS, REPARTITION_TOPIC)
         }
@@ -238,14 +157,6 @@ class TriggerWorker:
         """Per input topic partition: the offset after the last message processed."""
         self.partitions: list[int] = []
         """The partitions this worker owns, once ready."""
-        self.users_tracked = 0
-        self.erased: dict[int, set[bytes]] = {}
-        """Per partition: the users erased since the store was last compacted."""
-        self.databases: dict[tuple[str, int], Any] = {}
-        """Each table's RocksDB database per partition owned (by table name)."""
-        self.recent = RecentStates()
-        """The decoded state of the users stored most recently, oldest first: exactly
-        what the store has (forgotten at every rebalance and after a failed batch)."""
         self.merge: EventTimeMerge[Read] = EventTimeMerge(
             list(self.design_name), max_idle=settings.max_idle
         )
@@ -273,7 +184,7 @@ class TriggerWorker:
         app.timer(MAX_WAIT / 4, name="triggerstream.release_waiting")(self._release_waiting)
         app.timer(RULES_CHECK_INTERVAL, name="triggerstream.watch_rules")(self._watch_rules)
         app.timer(ERASURE_COMPACTION_INTERVAL, name="triggerstream.compact_erased")(
-            self._compact_erased
+            store.compact_erased
         )
         # mode types a receiver as a union of callables, which mypy cannot match.
         app.on_rebalance_complete.connect(self._on_rebalance_complete)  # type: ignore[arg-type]
@@ -376,7 +287,7 @@ class TriggerWorker:
                     await self._complete(batch)
                 except BaseException:
                     # States kept decoded were changed in place and not stored.
-                    self.recent.clear()
+                    self.store.recent.clear()
                     raise
                 finally:
                     # Here, not in _take: a held input drained by an idle release (no
@@ -410,15 +321,15 @@ class TriggerWorker:
             for partition, orders in batch.orders.items()
             for sku in sorted({sku for _, _, skus in orders for sku in skus})
         ]
-        await self._persisted(self.copurchase_table, pairs, reached)
+        await self.store.persisted(self.copurchase_table, pairs, reached)
         states = [
             await self._store(key, user) for (_, key), user in batch.users.items() if user.changed
         ]
-        await self._persisted(self.users, states, reached)
+        await self.store.persisted(self.users, states, reached)
         marks = [
             await self._store_mark(partition, orders) for partition, orders in batch.orders.items()
         ]
-        await self._persisted(self.copurchase_table, marks, reached)
+        await self.store.persisted(self.copurchase_table, marks, reached)
         # The changelogs hold every write before any input offset is acknowledged; the
         # offset each database has reached is remembered once per batch (faust's
         # recovery reads the changelog from there).
@@ -428,19 +339,6 @@ class TriggerWorker:
         for message in batch.messages:
             ack(message)
             self.processed_offset[(message.topic, message.partition)] = message.offset + 1
-
-    @staticmethod
-    async def _persisted(
-        table: Any,
-        acknowledgements: list[Awaitable[Any] | None],
-        reached: dict[tuple[Any, TP], int],
-    ) -> None:
-        """Wait for a table's changelog writes; note the last offset of each partition."""
-        for acknowledgement in acknowledgements:
-            if acknowledgement is not None:
-                metadata = await acknowledgement
-                tp = TP(metadata.topic, metadata.partition)
-                reached[(table, tp)] = max(metadata.offset, reached.get((table, tp), -1))
 
     def _give_back(self) -> None:
         """Drop what was read and not processed, unacknowledged (faust is about to wait
@@ -528,7 +426,14 @@ class TriggerWorker:
         origin = Origin(topic, message.partition, message.offset)
         if isinstance(decoded, InvalidEvent):
             metrics.EVENTS_INVALID.labels(topic, decoded.code).inc()
-            await self._dead_letter(batch, read, decoded.code, decoded.reason)
+            await self.outputs.dead_letter(
+                batch.deliveries,
+                read.message,
+                read.source,
+                read.headers,
+                decoded.code,
+                decoded.reason,
+            )
             return
         event = decoded
         key = event.user_id.encode()
@@ -552,7 +457,14 @@ class TriggerWorker:
             if user is not None:
                 self._redo(key, user)
             metrics.EVENTS_INVALID.labels(topic, "internal_error").inc()
-            await self._dead_letter(batch, read, "internal_error", f"the engine failed: {error!r}")
+            await self.outputs.dead_letter(
+                batch.deliveries,
+                read.message,
+                read.source,
+                read.headers,
+                "internal_error",
+                f"the engine failed: {error!r}",
+            )
             return
         if step.duplicate:
             metrics.EVENTS_DUPLICATE.inc()
@@ -564,7 +476,7 @@ class TriggerWorker:
         user.changed = True
         user.done.append(Redo(read.source, message, event))
         batch.processed += 1
-        await self._send_step(batch, key, step, read.headers, origin)
+        await self.outputs.send_step(batch.deliveries, key, step, read.headers, origin)
         if event.qualified_type == "purchase.order_completed":
             self._rolled_back(partition).discard((read.source, message.offset))
             batch.orders.setdefault(partition, []).append(_order(read, event))
@@ -594,9 +506,11 @@ class TriggerWorker:
         if read.source == REPARTITION_TOPIC:
             # Forwarded by murmur2 % the same partition count: only a repartition topic
             # with another partition count than the inputs' (refused at start) does it.
-            await self._dead_letter(
-                batch,
-                read,
+            await self.outputs.dead_letter(
+                batch.deliveries,
+                read.message,
+                read.source,
+                read.headers,
                 "internal_error",
                 f"forwarded to partition {message.partition}, but its user's home is {home}",
             )
@@ -658,7 +572,7 @@ class TriggerWorker:
             user.state = step.state
             user.changed = True
             user.done.append(Redo(None, message, None, now))
-            await self._send_step(batch, key, step, (), None)
+            await self.outputs.send_step(batch.deliveries, key, step, (), None)
         elif not user.changed:
             self._schedule(partition).set(user_id, engine.next_due(user.state))
 
@@ -674,29 +588,13 @@ class TriggerWorker:
     def _schedule(self, partition: int) -> TimerSchedule:
         return self.schedules.setdefault(partition, TimerSchedule())
 
-    def _database(self, partition: int, table: Any = None) -> Any:
-        """The RocksDB database of a table (the users table unless told) for one
-        partition. Read and written directly: faust's table layer around it (its
-        current-event lookups, key index and per-write changelog record) cost more than
-        the engine, and a batch writes each user once."""
-        table = self.users if table is None else table
-        database = self.databases.get((table.name, partition))
-        if database is None:
-            store: Any = table.data
-            database = store._db_for_partition(partition)
-            self.databases[(table.name, partition)] = database
-        return database
-
     def _user(self, batch: Batch, partition: int, key: bytes) -> TouchedUser:
         """The user's state as this batch has it: kept from an earlier batch, or loaded
         from the store the first time."""
         place = (partition, key)
         user = batch.users.get(place)
         if user is None:
-            state = self.recent.get(place)
-            if state is None:
-                stored = self._database(partition).get(key)
-                state = None if stored is None else UserState.from_bytes(stored)
+            state = self.store.load(partition, key)
             user = batch.users[place] = TouchedUser(partition, state is not None, state)
         return user
 
@@ -705,12 +603,11 @@ class TriggerWorker:
         with the batch's earlier steps of the user applied again (the engine is a pure
         function of state and input; their records were sent already)."""
         user_id = key.decode()
-        self.recent.forget((user.partition, key))  # changed in place half-way
+        self.store.recent.forget((user.partition, key))  # changed in place half-way
         # Its own copy of the co-purchase counts: the batch's orders are in them already.
         counts = copy.deepcopy(self._engine(user.partition).copurchases)
         engine = Engine(self.rules, counts)
-        stored = self._database(user.partition).get(key) if user.stored else None
-        state = None if stored is None else UserState.from_bytes(stored)
+        state = self.store.stored(user.partition, key) if user.stored else None
         for done in user.done:
             if done.event is None:
                 assert state is not None
@@ -722,64 +619,13 @@ class TriggerWorker:
         user.state = state
 
     async def _store(self, key: bytes, user: TouchedUser) -> Awaitable[Any] | None:
-        """Write a user's state to RocksDB and its changelog (a tombstone if erased);
-        returns the changelog write's acknowledgement to wait for."""
+        """Write a user's state to the store (a tombstone if erased) and set when its
+        next timer falls due; returns the changelog write's acknowledgement to wait for."""
         partition = user.partition
-        user_id = key.decode()
-        if user.state is None:  # erased
-            self.recent.forget((partition, key))
-            self._schedule(partition).set(user_id, None)
-            if not user.stored:
-                return None
-            self._database(partition).delete(key)
-            self.erased.setdefault(partition, set()).add(key)
-            self._count_users(-1)
-            return await self._changelog(self.users, partition, key, None)
-        value = user.state.to_bytes()
-        self._database(partition).put(key, value)
-        self.recent.remember((partition, key), user.state, len(value))
-        if not user.stored:
-            self._count_users(+1)
-        self._schedule(partition).set(user_id, self._engine(partition).next_due(user.state))
-        return await self._changelog(self.users, partition, key, value)
-
-    async def _compact_erased(self) -> None:
-        """Rewrite the RocksDB files that held the users erased lately: a delete only
-        adds a tombstone, and the erased state stays in older files until compaction
-        drops both. One compaction per partition over the erased keys' range (on a
-        timer, and before partitions are given up: on a rebalance and on stopping).
-        Compaction changes no value read, so a batch may be half-way meanwhile."""
-        erased, self.erased = self.erased, {}
-        for partition, keys in erased.items():
-            # The handle the deletes went through (faust may have let go of its own).
-            database = self.databases.get((self.users.name, partition))
-            if database is None:
-                continue
-            began = time.perf_counter()
-            database.compact_range(min(keys), max(keys))
-            log.info(
-                "partition %s: %s erased user(s) compacted out of RocksDB in %.2fs",
-                partition,
-                len(keys),
-                time.perf_counter() - began,
-            )
-
-    async def _changelog(
-        self, table: Any, partition: int, key: bytes, value: bytes | None
-    ) -> Awaitable[Any] | None:
-        """Send a table write to its changelog. Straight to the producer (faust's table
-        path adds a buffer and a callback per write); with Kafka transactions
-        (exactly_once), faust's path, which puts the write in the partition's
-        transaction."""
-        if self.app.in_transaction:
-            table.send_changelog(partition, key, value, value_serializer="raw")
-            return None
-        topic = table.changelog_topic.get_topic_name()
-        return await self.app.producer.send(topic, key, value, partition, None, None)
-
-    def _count_users(self, change: int) -> None:
-        self.users_tracked += change
-        metrics.USERS_TRACKED.set(self.users_tracked)
+        state = user.state
+        due = None if state is None else self._engine(partition).next_due(state)
+        self._schedule(partition).set(key.decode(), due)
+        return await self.store.write(partition, key, state, user.stored)
 
     async def _store_pairs(
         self, partition: int, sku: str, orders: list[Order]
@@ -793,8 +639,8 @@ class TriggerWorker:
         value = orjson.dumps(
             {"pairs": partners, "orders": [list(order) for order in orders if sku in order[2]]}
         )
-        self._database(partition, self.copurchase_table).put(key, value)
-        return await self._changelog(self.copurchase_table, partition, key, value)
+        self.store.database(partition, self.copurchase_table).put(key, value)
+        return await self.store.changelog(self.copurchase_table, partition, key, value)
 
     async def _store_mark(self, partition: int, orders: list[Order]) -> Awaitable[Any] | None:
         """Once the users of a batch's orders are stored: how far, per input, the
@@ -804,8 +650,8 @@ class TriggerWorker:
             mark[source] = max(offset, mark.get(source, -1))
         key = _mark_key(partition)
         value = orjson.dumps(mark)
-        self._database(partition, self.copurchase_table).put(key, value)
-        return await self._changelog(self.copurchase_table, partition, key, value)
+        self.store.database(partition, self.copurchase_table).put(key, value)
+        return await self.store.changelog(self.copurchase_table, partition, key, value)
 
     def _load_copurchases(self, active: set[int]) -> None:
         """The co-purchase counts of the partitions owned, from the table: orders
@@ -842,81 +688,6 @@ class TriggerWorker:
                 "taken back out, counted again when read again",
                 taken_back,
             )
-
-    # --- outputs ---------------------------------------------------------------------
-
-    async def _send_step(
-        self, batch: Batch, key: bytes, step: Step, headers: Headers, origin: Origin | None
-    ) -> None:
-        """Hand every record of a step to the producer, with the headers of the input
-        that caused it; the batch awaits them."""
-        now = dt.datetime.now(dt.UTC)
-        deliveries = batch.deliveries
-        send = self.outputs.send
-        for decision in step.decisions:
-            metrics.DECISIONS.labels(
-                decision.rule_id or "", decision.outcome, decision.reason or ""
-            ).inc()
-            deliveries.append(
-                await send(
-                    DECISIONS_TOPIC,
-                    key,
-                    decision.to_json(),
-                    headers=headers,
-                    origin=origin,
-                )
-            )
-        for trigger in step.triggers:
-            emitted = trigger.emitted(now)
-            metrics.TRIGGERS.labels(trigger.rule_id, trigger.channel, trigger.variant or "").inc()
-            metrics.TRIGGER_LATENCY.observe(max(0.0, (now - trigger.triggered_at).total_seconds()))
-            deliveries.append(
-                await send(
-                    CHANNEL_TOPICS[trigger.channel],
-                    key,
-                    emitted.to_json(),
-                    headers=headers,
-                    origin=origin,
-                )
-            )
-        for attribution in step.attributions:
-            metrics.ATTRIBUTIONS.labels(
-                attribution.rule_id, attribution.variant or "", attribution.group
-            ).inc()
-            metrics.ATTRIBUTED_REVENUE.labels(attribution.rule_id, attribution.currency).inc(
-                attribution.revenue
-            )
-            deliveries.append(
-                await send(
-                    ATTRIBUTIONS_TOPIC,
-                    key,
-                    attribution.to_json(),
-                    headers=headers,
-                    origin=origin,
-                )
-            )
-
-    async def _dead_letter(self, batch: Batch, read: Read, code: str, reason: str) -> None:
-        """Send an input message that cannot be used to ``events.dlq``, keyed by its
-        user_id when its value has one (else by its own key)."""
-        message = read.message
-        record = DeadLetter.of_value(
-            message.value,
-            code,
-            reason,
-            topic=read.source,
-            partition=message.partition,
-            offset=message.offset,
-        )
-        batch.deliveries.append(
-            await self.outputs.send(
-                DEAD_LETTER_TOPIC,
-                _user_key(message.value) or message.key,
-                record.model_dump_json(exclude_none=True).encode(),
-                headers=read.headers,
-                origin=Origin(read.source, message.partition, message.offset),
-            )
-        )
 
     # --- timers ----------------------------------------------------------------------
 
@@ -996,17 +767,17 @@ class TriggerWorker:
     ) -> None:
         self.assigned = False
         self.ready = False
-        self.recent.clear()
-        await self._compact_erased()
+        self.store.recent.clear()
+        await self.store.compact_erased()
         # faust has let go of the revoked partitions' databases; a handle kept here
         # would hold RocksDB's lock when faust opens one again.
-        self.databases = {}
+        self.store.forget_databases()
         metrics.READY.set(0)
 
     async def _on_before_shutdown(
         self, sender: Any, *args: Any, signal: Any, **kwargs: Any
     ) -> None:
-        await self._compact_erased()  # the input stopped: no batch is under way
+        await self.store.compact_erased()  # the input stopped: no batch is under way
 
     async def _on_rebalance_complete(
         self, sender: Any, *args: Any, signal: Any, **kwargs: Any
@@ -1028,8 +799,8 @@ class TriggerWorker:
         self._load_copurchases(active)
         self.engines = {}
         self.schedules = {}
-        self.recent.clear()  # the store may have changed (recovered from changelogs)
-        self.databases = {}
+        self.store.recent.clear()  # the store may have changed (recovered from changelogs)
+        self.store.forget_databases()
         self.merge.forget_partitions(active)
         self.read_offset = {}  # until a message is read: the committed offset
         self.processed_offset = {}
@@ -1038,7 +809,7 @@ class TriggerWorker:
         for partition in sorted(active):
             engine = self._engine(partition)
             schedule = self._schedule(partition)
-            for key, value in _stored(self.users, partition):
+            for key, value in stored_items(self.users, partition):
                 if partition_of(key.decode(), self.partition_count) != partition:
                     strays.append((partition, key))
                     continue
@@ -1049,11 +820,10 @@ class TriggerWorker:
         if strays:
             await self._remove_strays(strays)
         self.partitions = sorted(active)
-        self.users_tracked = users
+        self.store.set_users_tracked(users)
         self.giving_back = False
         self.ready = True
         metrics.READY.set(1)
-        metrics.USERS_TRACKED.set(users)
         log.info(
             "partitions %s ready: %d users, %d with timers, in %.2fs",
             sorted(active),
@@ -1069,10 +839,8 @@ class TriggerWorker:
         fire their timers a second time."""
         acknowledgements = []
         for partition, key in strays:
-            self._database(partition).delete(key)
-            self.erased.setdefault(partition, set()).add(key)
-            acknowledgements.append(await self._changelog(self.users, partition, key, None))
-        await self._persisted(self.users, acknowledgements, {})
+            acknowledgements.append(await self.store.remove(partition, key))
+        await self.store.persisted(self.users, acknowledgements, {})
         log.warning(
             "deleted the state of %d user(s) kept off their home partition (murmur2 of the "
             "user_id), e.g. %r on partition %d: written before misrouted messages were "
@@ -1143,32 +911,9 @@ def _forwarded(headers: Headers) -> tuple[str, Headers]:
     return topic.decode(errors="replace"), tuple(h for h in headers if h[0] != FORWARDED_FROM)
 
 
-def _user_key(value: bytes | None) -> bytes | None:
-    """The ``user_id`` of a value that has one (a dead letter's key)."""
-    if not value:
-        return None
-    try:
-        document = orjson.loads(value)
-    except orjson.JSONDecodeError:
-        return None
-    user = document.get("user_id") if isinstance(document, dict) else None
-    return user.encode() if isinstance(user, str) and user else None
-
-
 def _already_processed(state: UserState, topic: str, message: Any) -> bool:
     """A message delivered again after a crash (its offset committed late): its effects
     are in the state already, even when its event time is too old for the 24-hour
     event-id memory (a backlog read fast)."""
     last = state.processed.get(topic)
     return last is not None and last[0] == message.partition and message.offset <= last[1]
-
-
-def _stored(table: Any, partition: int) -> Iterator[tuple[bytes, bytes]]:
-    """Every key and value a table holds for one partition. faust's RocksDB store keeps
-    a database per partition; its iteration API does not say which, so this reads the
-    partition's database directly."""
-    store = table.data
-    database = store._dbs.get(partition)
-    if database is None:
-        return
-    yield from store._visible_items(database)

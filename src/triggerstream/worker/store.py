@@ -1,0 +1,245 @@
+"""The worker's state store: its tables (RocksDB per partition, a changelog topic on the
+broker each), the users' states encoded and decoded, the decoded states kept between
+batches, and the writes that make a batch's changes durable.
+
+The tables are faust's (faust creates their changelogs, recovers them and keeps
+standbys), but a batch reads and writes their RocksDB databases directly and sends
+each write to the changelog itself: faust's table layer (its current-event lookups, key
+index and per-write changelog record) cost more than the engine, and a batch writes each
+user once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Iterator
+from typing import Any
+
+import faust
+from faust.types import TP
+
+from triggerstream.core.state import UserState
+from triggerstream.events import INPUT_TOPICS
+from triggerstream.settings import Settings
+from triggerstream.topics import REPARTITION_TOPIC, TIMER_TICKS_TOPIC
+from triggerstream.worker import metrics
+from triggerstream.worker.app import WorkerApp, rocksdb_options
+from triggerstream.worker.preflight import Layout
+
+log = logging.getLogger("triggerstream.worker")
+
+RECENT_USERS = 10_000
+"""Users whose state stays decoded in memory between batches (the most recent): a user
+in a session sends several events a minute, each batch would decode them again."""
+RECENT_BYTES = 8 * 1024 * 1024
+"""And at most this much of their stored (encoded) state: a decoded state takes several
+times its encoded size, and the states of very active users grow with their day (every
+event id of the last 24 hours is kept). Counting users alone let a soak of 10,000 busy
+users grow the worker by 0.2-0.7 MiB/s; with 2 MiB it grew 0.08 MiB/s (docs/reliability.md,
+"Soak")."""
+
+
+UserKey = tuple[int, bytes]
+"""A user's state's place: (partition, user id)."""
+
+
+class RecentStates:
+    """The decoded states of the users stored most recently, the least recent
+    forgotten first, within ``RECENT_USERS`` users and ``RECENT_BYTES`` encoded bytes.
+    Keyed by (partition, user id), as the store is."""
+
+    def __init__(self) -> None:
+        self.states: dict[UserKey, tuple[UserState, int]] = {}
+        self.bytes = 0
+
+    def get(self, key: UserKey) -> UserState | None:
+        kept = self.states.get(key)
+        return None if kept is None else kept[0]
+
+    def forget(self, key: UserKey) -> None:
+        kept = self.states.pop(key, None)
+        if kept is not None:
+            self.bytes -= kept[1]
+
+    def clear(self) -> None:
+        self.states.clear()
+        self.bytes = 0
+
+    def remember(self, key: UserKey, state: UserState, size: int) -> None:
+        self.forget(key)
+        self.states[key] = (state, size)
+        self.bytes += size
+        states = self.states
+        while len(states) > RECENT_USERS or self.bytes > RECENT_BYTES:
+            oldest = next(iter(states))
+            self.bytes -= states.pop(oldest)[1]
+
+    def __len__(self) -> int:
+        return len(self.states)
+
+
+class StateStore:
+    """The worker's tables, and the users' states in them."""
+
+    def __init__(self, app: WorkerApp, settings: Settings, layout: Layout) -> None:
+        self.app = app
+        table_options = rocksdb_options(settings, layout.partitions)
+
+        def table(name: str, meaning: str) -> faust.types.TableT[bytes, bytes]:
+            created = app.Table(
+                name,
+                key_type=bytes,
+                value_type=bytes,
+                partitions=layout.partitions,
+                options=dict(table_options),  # faust's store takes keys out of it
+                help=meaning,
+            )
+            # faust checks co-partitioning on a table's first write from each topic,
+            # against the consumer's metadata, which can still show a changelog created
+            # moments ago with 0 partitions: the agent crashed with the message in hand
+            # (seen on Apache Kafka). The preflight checks it on the broker instead.
+            created._verified_source_topics_for_partitions.update(  # type: ignore[attr-defined]
+                (
+                    *(settings.topic(name) for name in (*INPUT_TOPICS, REPARTITION_TOPIC)),
+                    settings.topic(TIMER_TICKS_TOPIC),
+                )
+            )
+            return created
+
+        self.users = table("users", "UserState of each user, as bytes.")
+        self.copurchase_table = table(
+            "copurchases",
+            "Co-purchase counts: b'<partition>:<sku>' -> [{other sku: orders}, last offset].",
+        )
+        self.users_tracked = 0
+        self.erased: dict[int, set[bytes]] = {}
+        """Per partition: the users erased since the store was last compacted."""
+        self.databases: dict[tuple[str, int], Any] = {}
+        """Each table's RocksDB database per partition owned (by table name)."""
+        self.recent = RecentStates()
+        """The decoded state of the users stored most recently, oldest first: exactly
+        what the store has (forgotten at every rebalance and after a failed batch)."""
+
+    def database(self, partition: int, table: Any = None) -> Any:
+        """The RocksDB database of a table (the users table unless told) for one
+        partition. Read and written directly: faust's table layer around it (its
+        current-event lookups, key index and per-write changelog record) cost more than
+        the engine, and a batch writes each user once."""
+        table = self.users if table is None else table
+        database = self.databases.get((table.name, partition))
+        if database is None:
+            store: Any = table.data
+            database = store._db_for_partition(partition)
+            self.databases[(table.name, partition)] = database
+        return database
+
+    def forget_databases(self) -> None:
+        """faust lets go of a revoked partition's database; a handle kept here would
+        hold RocksDB's lock when faust opens one again."""
+        self.databases = {}
+
+    def load(self, partition: int, key: bytes) -> UserState | None:
+        """A user's state: kept decoded from an earlier batch, or read from the store."""
+        state = self.recent.get((partition, key))
+        if state is None:
+            state = self.stored(partition, key)
+        return state
+
+    def stored(self, partition: int, key: bytes) -> UserState | None:
+        """A user's state as the store has it (never the decoded one kept in memory)."""
+        stored = self.database(partition).get(key)
+        return None if stored is None else UserState.from_bytes(stored)
+
+    async def write(
+        self, partition: int, key: bytes, state: UserState | None, stored: bool
+    ) -> Awaitable[Any] | None:
+        """Write a user's state to RocksDB and its changelog (a tombstone if erased);
+        returns the changelog write's acknowledgement to wait for. ``stored``: whether
+        the store had a state of the user before."""
+        if state is None:  # erased
+            self.recent.forget((partition, key))
+            if not stored:
+                return None
+            self.database(partition).delete(key)
+            self.erased.setdefault(partition, set()).add(key)
+            self.count_users(-1)
+            return await self.changelog(self.users, partition, key, None)
+        value = state.to_bytes()
+        self.database(partition).put(key, value)
+        self.recent.remember((partition, key), state, len(value))
+        if not stored:
+            self.count_users(+1)
+        return await self.changelog(self.users, partition, key, value)
+
+    async def remove(self, partition: int, key: bytes) -> Awaitable[Any] | None:
+        """Delete a state from RocksDB and (by tombstone) its changelog."""
+        self.database(partition).delete(key)
+        self.erased.setdefault(partition, set()).add(key)
+        return await self.changelog(self.users, partition, key, None)
+
+    async def compact_erased(self) -> None:
+        """Rewrite the RocksDB files that held the users erased lately: a delete only
+        adds a tombstone, and the erased state stays in older files until compaction
+        drops both. One compaction per partition over the erased keys' range (on a
+        timer, and before partitions are given up: on a rebalance and on stopping).
+        Compaction changes no value read, so a batch may be half-way meanwhile."""
+        erased, self.erased = self.erased, {}
+        for partition, keys in erased.items():
+            # The handle the deletes went through (faust may have let go of its own).
+            database = self.databases.get((self.users.name, partition))
+            if database is None:
+                continue
+            began = time.perf_counter()
+            database.compact_range(min(keys), max(keys))
+            log.info(
+                "partition %s: %s erased user(s) compacted out of RocksDB in %.2fs",
+                partition,
+                len(keys),
+                time.perf_counter() - began,
+            )
+
+    async def changelog(
+        self, table: Any, partition: int, key: bytes, value: bytes | None
+    ) -> Awaitable[Any] | None:
+        """Send a table write to its changelog. Straight to the producer (faust's table
+        path adds a buffer and a callback per write); with Kafka transactions
+        (exactly_once), faust's path, which puts the write in the partition's
+        transaction."""
+        if self.app.in_transaction:
+            table.send_changelog(partition, key, value, value_serializer="raw")
+            return None
+        topic = table.changelog_topic.get_topic_name()
+        return await self.app.producer.send(topic, key, value, partition, None, None)
+
+    @staticmethod
+    async def persisted(
+        table: Any,
+        acknowledgements: list[Awaitable[Any] | None],
+        reached: dict[tuple[Any, TP], int],
+    ) -> None:
+        """Wait for a table's changelog writes; note the last offset of each partition."""
+        for acknowledgement in acknowledgements:
+            if acknowledgement is not None:
+                metadata = await acknowledgement
+                tp = TP(metadata.topic, metadata.partition)
+                reached[(table, tp)] = max(metadata.offset, reached.get((table, tp), -1))
+
+    def count_users(self, change: int) -> None:
+        self.users_tracked += change
+        metrics.USERS_TRACKED.set(self.users_tracked)
+
+    def set_users_tracked(self, users: int) -> None:
+        self.users_tracked = users
+        metrics.USERS_TRACKED.set(users)
+
+
+def stored_items(table: Any, partition: int) -> Iterator[tuple[bytes, bytes]]:
+    """Every key and value a table holds for one partition. faust's RocksDB store keeps
+    a database per partition; its iteration API does not say which, so this reads the
+    partition's database directly."""
+    store = table.data
+    database = store._dbs.get(partition)
+    if database is None:
+        return
+    yield from store._visible_items(database)
