@@ -2,9 +2,9 @@
 
 The backlog is peers.py's (skip events over 10,000 users on 4 partitions), read by the
 worker with the demo's rules (or, with ``--like-for-like``, peers.py's job). py-spy
-samples the worker's main thread once it has begun processing; the summary printed is each function's inclusive share of the samples (a
-flame graph's widths), and the raw collapsed stacks stay in ``--out`` for a flame graph
-(``py-spy`` or speedscope read them).
+samples the worker's main thread once it has begun processing; the summary printed is
+each function's inclusive share of the samples (a flame graph's widths), and the raw
+collapsed stacks stay in ``--out`` for a flame graph (``py-spy`` or speedscope read them).
 
     .venv/bin/pip install py-spy   # not a dependency of triggerstream
     .venv/bin/python benchmarks/profile_worker.py --broker tansu --messages 200000
