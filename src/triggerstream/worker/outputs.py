@@ -1,5 +1,12 @@
-"""Where the worker's records go: handed to the producer as they are made, awaited once
-per batch, and never a reason for the worker to stop.
+"""Where the worker's records go: queued as they are made, handed to the producer once
+per batch as one record batch per topic partition, awaited once per batch, and never a
+reason for the worker to stop.
+
+Handing records over a batch at a time is what makes outputs cheap: aiokafka's
+``send`` costs a future, a partitioner call and an accumulator lookup per record (15 to
+20 microseconds in Python); a record appended to a batch builder costs a tenth of that.
+A batch the broker refuses is sent again record by record, so that each record gets its
+own outcome below.
 
 A record the broker cannot take for now (a broker down, a leader moving: a retriable
 error, or a timeout) is sent again until it is taken. A record it will never take (too
@@ -18,6 +25,7 @@ import asyncio
 import datetime as dt
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +41,7 @@ from aiokafka.errors import (
     RequestTimedOutError,
     TopicAuthorizationFailedError,
 )
+from aiokafka.partitioner import murmur2
 from faust.exceptions import ProducerSendError
 
 from triggerstream.core.engine import Step
@@ -76,6 +85,8 @@ class Delivery:
     headers: Headers | None
     origin: Origin | None
     ack: Awaitable[Any] | None
+    batched: bool = False
+    """``ack`` is a whole record batch's: its error may be another record's."""
 
 
 def permanent(error: BaseException) -> bool:
@@ -121,6 +132,10 @@ class Outputs:
         self.topics = dict(topics)
         """Design name -> the topic's name on the broker."""
         self._warned_at: dict[str, float] = {}
+        self._queued: list[Delivery] = []
+        self.decided: Counter[tuple[str, str, str]] = Counter()
+        """Decisions by (rule, outcome, reason) not yet in the metric: counted per batch
+        (a labelled counter's lookup per record costs more than deciding it)."""
         for topic in self.topics:  # every series from the start, for rates and alerts
             for reason in REFUSALS:
                 metrics.OUTPUTS_FAILED.labels(topic, reason)
@@ -135,9 +150,10 @@ class Outputs:
         headers: Headers | None = None,
         origin: Origin | None = None,
     ) -> Delivery:
-        """Hand a record to the producer; :meth:`settle` waits for it."""
+        """Queue a record for the producer; :meth:`settle` hands it over and waits for
+        it."""
         delivery = Delivery(topic, key, value, partition, headers, origin, None)
-        await self._hand_over(delivery)
+        self._queued.append(delivery)
         return delivery
 
     async def send_step(
@@ -153,17 +169,9 @@ class Outputs:
         now = dt.datetime.now(dt.UTC)
         send = self.send
         for decision in step.decisions:
-            metrics.DECISIONS.labels(
-                decision.rule_id or "", decision.outcome, decision.reason or ""
-            ).inc()
+            self.decided[decision.rule_id or "", decision.outcome, decision.reason or ""] += 1
             deliveries.append(
-                await send(
-                    DECISIONS_TOPIC,
-                    key,
-                    decision.to_json(),
-                    headers=headers,
-                    origin=origin,
-                )
+                await send(DECISIONS_TOPIC, key, decision.to_json(), headers=headers, origin=origin)
             )
         for trigger in step.triggers:
             emitted = trigger.emitted(now)
@@ -226,20 +234,86 @@ class Outputs:
         )
 
     async def settle(self, deliveries: Sequence[Delivery]) -> None:
-        """Wait until the broker has every record, or it has refused one for good (then
-        the record is logged, counted and dead-lettered)."""
+        """Hand every queued record to the producer, then wait until the broker has each
+        of ``deliveries``, or it has refused one for good (then the record is logged,
+        counted and dead-lettered)."""
+        await self.hand_over()
         for delivery in deliveries:
             while delivery.ack is not None:
                 try:
                     await delivery.ack
                     break
                 except Exception as error:
+                    if delivery.batched:
+                        # The batch failed: alone, the record gets its own outcome.
+                        delivery.batched = False
+                        await self._hand_over(delivery)
+                        continue
                     if permanent(error):
                         await self._refused(delivery, error)
                         break
                     self._warn_retrying(delivery.topic, error)
                     await asyncio.sleep(SEND_RETRY)
                     await self._hand_over(delivery)
+
+    async def hand_over(self) -> None:
+        """Give every queued record to the producer: one record batch per topic
+        partition, in the order they were queued (a record whose partition cannot be
+        known yet goes alone, as the producer would send it)."""
+        for (rule, outcome, reason), count in self.decided.items():
+            metrics.DECISIONS.labels(rule, outcome, reason).inc(count)
+        self.decided.clear()
+        queued, self._queued = self._queued, []
+        if not queued:
+            return
+        producer = self.app.producer._ensure_producer()  # aiokafka's (faust-streaming 0.15)
+        groups: dict[tuple[str, int], list[Delivery]] = {}
+        homes: dict[tuple[str, bytes], int] = {}
+        for delivery in queued:
+            name = self.topics[delivery.topic]
+            partition = delivery.partition
+            if partition is None and delivery.key is not None:
+                partition = homes.get((name, delivery.key))
+                if partition is None:
+                    partition = _default_partition(producer, name, delivery.key)
+                    if partition is not None:
+                        homes[name, delivery.key] = partition
+            if partition is None or _size(delivery) > ALONE_OVER:
+                await self._hand_over(delivery)
+            else:
+                groups.setdefault((name, partition), []).append(delivery)
+        for (name, partition), group in groups.items():
+            await self._send_batches(producer, name, partition, group)
+
+    async def _send_batches(
+        self, producer: Any, name: str, partition: int, group: list[Delivery]
+    ) -> None:
+        builder = producer.create_batch()
+        members: list[Delivery] = []
+        for delivery in group:
+            if not _append(builder, delivery):  # full: send it, begin the next
+                await self._send_batch(producer, builder, name, partition, members)
+                builder, members = producer.create_batch(), []
+                if not _append(builder, delivery):
+                    # Larger than a batch: the producer says what to do with it.
+                    await self._hand_over(delivery)
+                    continue
+            members.append(delivery)
+        if members:
+            await self._send_batch(producer, builder, name, partition, members)
+
+    async def _send_batch(
+        self, producer: Any, builder: Any, name: str, partition: int, members: list[Delivery]
+    ) -> None:
+        try:
+            ack = await producer.send_batch(builder, name, partition=partition)
+        except Exception:
+            for delivery in members:  # each alone: its own outcome
+                await self._hand_over(delivery)
+            return
+        for delivery in members:
+            delivery.ack = ack
+            delivery.batched = True
 
     async def _hand_over(self, delivery: Delivery) -> None:
         """Give the record to the producer, waiting while it cannot take it for now;
@@ -258,6 +332,7 @@ class Outputs:
             except Exception as error:
                 if permanent(error):
                     delivery.ack = None
+                    delivery.batched = False
                     await self._refused(delivery, error)
                     return
                 self._warn_retrying(delivery.topic, error)
@@ -309,6 +384,37 @@ class Outputs:
             DEAD_LETTER_TOPIC, delivery.key, record.model_dump_json(exclude_none=True).encode()
         )
         await self.settle([letter])
+
+
+ALONE_OVER = 128 * 1024
+"""A record larger than this is handed to the producer alone: its own checks against
+its size limits then refuse it at once if they must (in a batch, a record over the
+request limit would wait in the producer, never sent, never failed)."""
+
+
+def _size(delivery: Delivery) -> int:
+    size = len(delivery.value) + (len(delivery.key) if delivery.key else 0)
+    if delivery.headers:
+        size += sum(len(name) + len(value) for name, value in delivery.headers)
+    return size
+
+
+def _append(builder: Any, delivery: Delivery) -> bool:
+    """Whether the record went into the batch (False: the batch is full)."""
+    headers = list(delivery.headers) if delivery.headers else []
+    added = builder.append(timestamp=None, key=delivery.key, value=delivery.value, headers=headers)
+    return added is not None
+
+
+def _default_partition(producer: Any, topic: str, key: bytes) -> int | None:
+    """The partition aiokafka's default partitioner gives ``key`` on ``topic`` (murmur2,
+    as the Java client), or None while the producer knows no partitions of it."""
+    partitions = producer.client.cluster.partitions_for_topic(topic)
+    if not partitions:
+        return None
+    ordered: list[int] = sorted(partitions)
+    hashed: int = murmur2(key)
+    return ordered[(hashed & 0x7FFFFFFF) % len(ordered)]
 
 
 def _user_key(value: bytes | None) -> bytes | None:
