@@ -27,7 +27,7 @@ import orjson
 import pydantic_core
 from pydantic import ValidationError
 
-from triggerstream import kafka
+from triggerstream import compiled, kafka
 from triggerstream.events import (
     BOM,
     INPUT_TOPICS,
@@ -146,7 +146,11 @@ class Commands(click.Group):
 
 
 @click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="triggerstream")
+@click.version_option(
+    package_name="triggerstream",
+    # Which build of the core runs: compiled (mypyc) or pure Python, and why.
+    message=f"%(prog)s %(version)s, core: {compiled.BUILD}",
+)
 def main() -> None:
     """triggerstream: behavioral offer triggers from Kafka event streams.
 
