@@ -33,7 +33,7 @@ class CompiledCoreHook(BuildHookInterface):
     PLUGIN_NAME = "custom"
 
     def initialize(self, version: str, build_data: dict[str, Any]) -> None:
-        if self.target_name != "wheel":
+        if self.target_name != "wheel" or version not in ("standard", "editable"):
             return
         root = Path(self.root)
         editable = version == "editable"
@@ -47,8 +47,14 @@ class CompiledCoreHook(BuildHookInterface):
         self._work = tempfile.mkdtemp(prefix="triggerstream-core-")
         try:
             built = compile_core(root, Path(self._work))
-        except Exception as error:  # any failure to compile leaves a working pure install
-            reason = " ".join(str(error).split())[:300] or type(error).__name__
+        # Any failure to compile leaves a working pure install (mypy exits on type errors).
+        except (Exception, SystemExit) as error:
+            command = getattr(error, "cmd", None)  # a compiler that failed or is missing
+            reason = (
+                f"{command[0]} exited with {error.returncode}"
+                if isinstance(command, list) and command
+                else " ".join(str(error).split())[:200] or type(error).__name__
+            )
             self.app.display_warning(
                 f"triggerstream: core not compiled, installing pure Python ({reason})"
             )
@@ -94,17 +100,19 @@ def compile_core(root: Path, work: Path) -> dict[str, Path]:
 
     sources = core_sources(root)
     digests = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sources}
+    # mypyc compiles with the core's types and those of what it uses (pydantic's models,
+    # through pydantic's mypy plugin, and orjson): both are build requirements, so that a
+    # build sees the same types whether or not the target environment has them yet. Type
+    # errors are mypy's job in CI (strict); here other modules are only read.
+    config = work / "mypy.ini"
+    config.write_text(
+        "[mypy]\nplugins = pydantic.mypy\nfollow_imports = silent\nignore_missing_imports = True\n"
+    )
     here = os.getcwd()
-    os.chdir(root)  # mypyc reads [tool.mypy] in pyproject.toml and names modules from src/
+    os.chdir(root)  # module names come from the paths: src/triggerstream/core/engine.py
     try:
         extensions = mypycify(
-            [
-                # Only the core is compiled; the modules it imports are read for their
-                # types, and are checked by mypy in CI, not here.
-                "--follow-imports=silent",
-                "--ignore-missing-imports",
-                *(str(p.relative_to(root)) for p in sources),
-            ],
+            [f"--config-file={config}", *(str(p.relative_to(root)) for p in sources)],
             group_name="triggerstream.core",
             target_dir=str(work / "c"),
         )

@@ -327,7 +327,7 @@ def worker(**flags: Any) -> None:
         fail(f"data dir {settings.data_dir}: not writable")
     logging.getLogger("triggerstream").setLevel(settings.log_level.upper())
     shown = ", ".join(f"{k}={v}" for k, v in settings.describe().items() if v is not None)
-    click.echo(f"triggerstream worker: {shown}", err=True)
+    click.echo(f"triggerstream worker: {shown}, core: {compiled.BUILD}", err=True)
     try:
         stream_worker.run(settings, settings.rules)
     except (kafka.KafkaUnavailable, stream_worker.WorkerRefused) as error:

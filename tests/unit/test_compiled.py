@@ -12,10 +12,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import orjson
 import pytest
 
-from tests.conftest import run_cli
-from triggerstream import compiled
+from tests.conftest import ROOT, run_cli
+from tests.engine_support import at
+from tests.scenarios import RULES, scenario_events
+from triggerstream import compiled, traffic
 
 SUFFIX = importlib.machinery.EXTENSION_SUFFIXES[0]
 
@@ -113,3 +116,63 @@ def test_triggerstream_pure_loads_every_core_module_from_its_source() -> None:
     assert len(files) == len(compiled.core_sources(compiled.CORE))
     assert all(f.endswith(".py") for f in files), files
     assert "core: pure Python (TRIGGERSTREAM_PURE is set)" in run_cli("--version", env=env).stdout
+
+
+REPLAY = """
+import hashlib, io, sys
+from pathlib import Path
+from triggerstream import compiled
+from triggerstream.core.engine import Engine
+from triggerstream.replay import Outputs, Replay, line_writer, read_lines
+from triggerstream.rules.load import load_rules
+
+rules, events, until = Path(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3])
+sinks = {n: io.BytesIO() for n in ("triggers", "decisions", "attributions", "dead_letters")}
+outputs = Outputs(**{name: line_writer(sink) for name, sink in sinks.items()})
+replay = Replay(Engine(load_rules(rules)), outputs, now=until)
+replay.feed(read_lines([events]))
+replay.finish(until)
+print(compiled.BUILD)
+for name, sink in sinks.items():
+    print(name, sink.getvalue().count(b"\\n"), hashlib.sha256(sink.getvalue()).hexdigest())
+states = hashlib.sha256()
+for user in sorted(replay.states):
+    states.update(user.encode() + b"\\0" + replay.states[user].to_bytes() + b"\\0")
+print("states", len(replay.states), states.hexdigest())
+"""
+
+
+@pytest.mark.parametrize("events", ["the design scenarios", "a generated month"])
+def test_the_compiled_and_the_pure_core_decide_alike(tmp_path: Path, events: str) -> None:
+    """Every record and every user's stored state, byte for byte, from the build this
+    environment has and from the pure Python core (both pure where nothing was compiled)."""
+    path = tmp_path / "events.jsonl"
+    if events == "the design scenarios":
+        lines = [orjson.dumps(line) for line in scenario_events()]
+        until = at(days=40).timestamp()
+    else:
+        lines = traffic.history(events=20_000, users=2_000)
+        until = traffic.START.timestamp() + 31 * 86400
+    path.write_bytes(b"\n".join(lines) + b"\n")
+
+    def replay(pure: bool) -> list[str]:
+        env = {k: v for k, v in os.environ.items() if k != compiled.PURE_ENV}
+        if pure:
+            env[compiled.PURE_ENV] = "1"
+        shown = subprocess.run(
+            [sys.executable, "-c", REPLAY, str(RULES), str(path), str(until)],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return shown.stdout.splitlines()
+
+    pure, built = replay(pure=True), replay(pure=False)
+    assert pure[0].startswith("pure Python")
+    assert built[0] == compiled.BUILD or not compiled.COMPILED
+    assert pure[1:] == built[1:]
+    counted = dict(line.split()[:2] for line in pure[1:])
+    assert int(counted["decisions"]) > 0
+    assert int(counted["states"]) > 0
