@@ -50,11 +50,12 @@ class CompiledCoreHook(BuildHookInterface):
         # Any failure to compile leaves a working pure install (mypy exits on type errors).
         except (Exception, SystemExit) as error:
             command = getattr(error, "cmd", None)  # a compiler that failed or is missing
-            reason = (
-                f"{command[0]} exited with {error.returncode}"
-                if isinstance(command, list) and command
-                else " ".join(str(error).split())[:200] or type(error).__name__
-            )
+            if isinstance(error, SystemExit):
+                reason = "mypyc stopped on the errors above"
+            elif isinstance(command, list) and command:
+                reason = f"{command[0]} exited with {error.returncode}"
+            else:
+                reason = " ".join(str(error).split())[:200] or type(error).__name__
             self.app.display_warning(
                 f"triggerstream: core not compiled, installing pure Python ({reason})"
             )
