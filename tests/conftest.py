@@ -158,8 +158,13 @@ def settings(kafka_broker: RunningBroker) -> Settings:
 
 @pytest.fixture
 def cli_env(settings: Settings) -> dict[str, str]:
-    """The environment a `triggerstream` subprocess of this test runs with."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRIGGERSTREAM_")}
+    """The environment a `triggerstream` subprocess of this test runs with (the build
+    of the core it runs is chosen by the run: TRIGGERSTREAM_PURE is kept)."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("TRIGGERSTREAM_") or k == "TRIGGERSTREAM_PURE"
+    }
     env["TRIGGERSTREAM_KAFKA_BOOTSTRAP"] = settings.kafka_bootstrap
     env["TRIGGERSTREAM_TOPIC_PREFIX"] = settings.topic_prefix
     return env

@@ -2,6 +2,9 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
+# Chooses the compiled or the pure core before any module of core/ is imported.
+from triggerstream import compiled as compiled
+
 try:
     __version__ = version("triggerstream")
 except PackageNotFoundError:  # running from a source tree that was not installed

@@ -27,7 +27,7 @@ import orjson
 import pydantic_core
 from pydantic import ValidationError
 
-from triggerstream import kafka
+from triggerstream import compiled, kafka
 from triggerstream.events import (
     BOM,
     INPUT_TOPICS,
@@ -146,7 +146,11 @@ class Commands(click.Group):
 
 
 @click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="triggerstream")
+@click.version_option(
+    package_name="triggerstream",
+    # Which build of the core runs: compiled (mypyc) or pure Python, and why.
+    message=f"%(prog)s %(version)s, core: {compiled.BUILD}",
+)
 def main() -> None:
     """triggerstream: behavioral offer triggers from Kafka event streams.
 
@@ -323,7 +327,7 @@ def worker(**flags: Any) -> None:
         fail(f"data dir {settings.data_dir}: not writable")
     logging.getLogger("triggerstream").setLevel(settings.log_level.upper())
     shown = ", ".join(f"{k}={v}" for k, v in settings.describe().items() if v is not None)
-    click.echo(f"triggerstream worker: {shown}", err=True)
+    click.echo(f"triggerstream worker: {shown}, core: {compiled.BUILD}", err=True)
     try:
         stream_worker.run(settings, settings.rules)
     except (kafka.KafkaUnavailable, stream_worker.WorkerRefused) as error:

@@ -225,7 +225,11 @@ class Demo:
             self.stop()
 
     def _start_worker(self) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TRIGGERSTREAM_")}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("TRIGGERSTREAM_") or k == "TRIGGERSTREAM_PURE"  # the core's build
+        }
         env.update(
             TRIGGERSTREAM_KAFKA_BOOTSTRAP=self.broker.bootstrap,
             TRIGGERSTREAM_RULES=str(self.rules),

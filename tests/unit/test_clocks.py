@@ -52,6 +52,7 @@ def replay(tmp_path: Path, *flags: str, **env: str) -> tuple[str, list[dict[str,
     events.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in [consent, wrong_clock, *skipped]))
     decisions = tmp_path / "decisions.jsonl"
     clean = {k: v for k, v in os.environ.items() if not k.startswith("TRIGGERSTREAM_")}
+    clean.update({k: v for k, v in os.environ.items() if k == "TRIGGERSTREAM_PURE"})
     result = run_cli(
         "replay",
         "--rules",

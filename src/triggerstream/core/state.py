@@ -165,15 +165,17 @@ class UserState:
     @classmethod
     def from_bytes(cls, data: bytes) -> UserState:
         document = orjson.loads(data)
+        if document.get("last_activity") is not None:  # a JSON array; the field holds a tuple
+            document["last_activity"] = tuple(document["last_activity"])
         state = cls(**{k: v for k, v in document.items() if k not in ("timers", "seen", "touches")})
         state.timers = [Timer(*values) for values in document.get("timers", [])]
         state.touches = [Touch(*values) for values in document.get("touches", [])]
         state.seen = OrderedDict((int(key), at) for key, at in document.get("seen", []))
-        state.sent = [(at, channel) for at, channel in state.sent]
-        if state.last_activity is not None:
-            state.last_activity = (state.last_activity[0], state.last_activity[1])
+        # JSON arrays become tuples, read from the document: a compiled core checks types.
+        state.sent = [(at, channel) for at, channel in document.get("sent", [])]
         state.windows = {
-            rule: [(at, value) for at, value in entries] for rule, entries in state.windows.items()
+            rule: [(at, value) for at, value in entries]
+            for rule, entries in document.get("windows", {}).items()
         }
         return state
 

@@ -12,9 +12,9 @@ def when(at: float) -> str:
     return dt.datetime.fromtimestamp(at, dt.UTC).isoformat().replace("+00:00", "Z")
 
 
-def span(seconds: float) -> str:
+def span(length: float) -> str:
     """A window length as people say it: 60 minutes, 24 hours, 7 days."""
-    seconds = int(seconds)
+    seconds = int(length)
     if seconds < 120:
         return _units(seconds, "second")
     if seconds <= 3600 or (seconds < 7200 and seconds % 3600):
