@@ -27,7 +27,7 @@ import orjson
 import pydantic_core
 from pydantic import ValidationError
 
-from triggerstream import compiled, kafka
+from triggerstream import collector, compiled, kafka
 from triggerstream.events import (
     BOM,
     INPUT_TOPICS,
@@ -628,6 +628,7 @@ def replay(
             attributions=writer(attributions),
             dead_letters=writer(dlq),
         )
+        collector.for_many_objects()  # a state per user, alive to the end
         with _progress(events) as advance:
             summary = replaying.run(
                 Engine(loaded),

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 from pathlib import Path
 
 import faust
 
+from triggerstream import collector
 from triggerstream.settings import Settings
 from triggerstream.worker.app import WorkerRefused
 from triggerstream.worker.preflight import check_topics
@@ -17,9 +17,6 @@ from triggerstream.worker.stream import TriggerWorker
 log = logging.getLogger("triggerstream.worker")
 
 __all__ = ["WorkerRefused", "run"]
-
-GC_THRESHOLD = 50_000
-"""Allocations between two young-generation collections (CPython's default: 700)."""
 
 
 def run(settings: Settings, rules_path: Path) -> None:
@@ -30,13 +27,7 @@ def run(settings: Settings, rules_path: Path) -> None:
     asyncio.set_event_loop(loop)
     layout = loop.run_until_complete(check_topics(settings))
     worker = TriggerWorker(settings, rules_path, layout)
-    # Objects alive now (modules, faust's services, the rules) live as long as the
-    # process: out of the collector's way. And collections less often: a batch makes
-    # thousands of short-lived objects, and the states kept decoded between batches
-    # are many long-lived ones a full collection walks every time (seen in py-spy: a
-    # tenth of the worker's time went to collections with CPython's default 700).
-    gc.freeze()
-    gc.set_threshold(GC_THRESHOLD, 20, 20)
+    collector.for_many_objects()
     worker.app.embedded_broker = layout.embedded
     worker.waiting_notes = loop.create_task(worker.say_what_it_waits_for())
     try:
