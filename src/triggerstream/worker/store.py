@@ -11,8 +11,11 @@ user once.
 
 from __future__ import annotations
 
+import itertools
 import logging
+import struct
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Iterator
 from typing import Any
 
@@ -39,6 +42,26 @@ event id of the last 24 hours is kept). Counting users alone let a soak of 10,00
 users grow the worker by 0.2-0.7 MiB/s; with 2 MiB it grew 0.08 MiB/s (docs/reliability.md,
 "Soak")."""
 
+
+IDS = "#ids"
+"""The entry of ``UserState.processed`` (kept by the worker, never a topic's name) that
+says which of the id store's rows hold the user's event ids: ``[first, next]``, the
+sequence numbers from the first kept to the next to give. A state written before the
+id store has none, and its ids in the state itself."""
+ID_ROW = struct.Struct(">Qd")
+"""An id row's value: the event id's 64-bit key and its event time."""
+SEQ = struct.Struct(">Q")
+ID_BYTES = 40
+"""What a kept id counts for in ``RECENT_BYTES``: its size in the state's JSON before
+the ids had a store of their own."""
+GC_EVERY = 64
+"""The ids forgotten by a user (the oldest, past 24 hours) whose rows are deleted at
+once from RocksDB: a range delete per this many, not a tombstone per id."""
+IDS_RETENTION = 2 * 86_400
+"""Seconds the id store's changelog keeps a row (wall clock since it was written): the
+24 hours of the dedupe window and a day more, as Kafka Streams keeps a window store's
+changelog (``windowstore.changelog.additional.retention.ms``). Older rows expire with
+their log segments: no tombstone per id."""
 
 UserKey = tuple[int, bytes]
 """A user's state's place: (partition, user id)."""
@@ -86,7 +109,9 @@ class StateStore:
         self.app = app
         table_options = rocksdb_options(settings, layout.partitions)
 
-        def table(name: str, meaning: str) -> faust.types.TableT[bytes, bytes]:
+        def table(
+            name: str, meaning: str, changelog: dict[str, str] | None = None
+        ) -> faust.types.TableT[bytes, bytes]:
             created = app.Table(
                 name,
                 key_type=bytes,
@@ -94,6 +119,7 @@ class StateStore:
                 partitions=layout.partitions,
                 options=dict(table_options),  # faust's store takes keys out of it
                 help=meaning,
+                extra_topic_configs=changelog,
             )
             # faust checks co-partitioning on a table's first write from each topic,
             # against the consumer's metadata, which can still show a changelog created
@@ -112,9 +138,17 @@ class StateStore:
             "copurchases",
             "Co-purchase counts: b'<partition>:<sku>' -> [{other sku: orders}, last offset].",
         )
+        self.ids = table(
+            "dedupe",
+            "Each user's event ids of the last 24 hours (event time), one row per id: "
+            "<length><user id><sequence number> -> <id key><event time>.",
+            {"cleanup.policy": "compact,delete", "retention.ms": str(IDS_RETENTION * 1000)},
+        )
         self.users_tracked = 0
         self.erased: dict[int, set[bytes]] = {}
         """Per partition: the users erased since the store was last compacted."""
+        self.erased_ids: dict[int, set[bytes]] = {}
+        """Per partition: the first and last id rows of the users erased since."""
         self.databases: dict[tuple[str, int], Any] = {}
         """Each table's RocksDB database per partition owned (by table name)."""
         self.recent = RecentStates()
@@ -147,16 +181,136 @@ class StateStore:
         return state
 
     def stored(self, partition: int, key: bytes) -> UserState | None:
-        """A user's state as the store has it (never the decoded one kept in memory)."""
+        """A user's state as the store has it (never the decoded one kept in memory),
+        with its event ids from the id store."""
         stored = self.database(partition).get(key)
-        return None if stored is None else UserState.from_bytes(stored)
+        if stored is None:
+            return None
+        state = UserState.from_bytes(stored)
+        span = state.processed.get(IDS)
+        if span is not None:
+            self._load_ids(partition, key, state, span)
+        return state
+
+    def _load_ids(self, partition: int, key: bytes, state: UserState, span: list[int]) -> None:
+        """Fill ``state.seen`` from the rows of sequence numbers ``[first, next)``. Rows
+        the changelog let expire (a worker recovered from it, after a user's silence of
+        more than ``IDS_RETENTION``) leave a gap: the ids after the newest gap are kept,
+        in order, and the span starts there."""
+        first, end = span
+        if first >= end:
+            return
+        prefix = _user_prefix(key)
+        start = prefix + SEQ.pack(first)
+        stop = prefix + SEQ.pack(end)
+        expected = first
+        kept: list[tuple[int, float]] = []
+        for row, value in self.database(partition, self.ids).items(from_key=start):
+            if row >= stop or not row.startswith(prefix):
+                break
+            seq = SEQ.unpack_from(row, len(prefix))[0]
+            if seq != expected:  # a gap: what came before it is not kept
+                kept = []
+                span[0] = seq
+            kept.append(ID_ROW.unpack(value))
+            expected = seq + 1
+        if expected != end:  # the newest rows are missing: none kept
+            kept = []
+            span[0] = end
+        state.seen = OrderedDict(kept)
+
+    @staticmethod
+    def ids_before(state: UserState | None) -> list[tuple[int, float]] | None:
+        """The user's ids as the id store has them (None: it has none of this state's),
+        taken when a batch first touches the user."""
+        if state is None or IDS not in state.processed:
+            return None
+        return list(state.seen.items())
+
+    async def write_ids(
+        self,
+        partition: int,
+        key: bytes,
+        state: UserState | None,
+        before: list[tuple[int, float]] | None,
+        erased: bool,
+    ) -> list[Awaitable[Any] | None]:
+        """Write the ids a batch gave the user (each once, when first seen) to the id
+        store and its changelog, and set the state's span of them. The engine only adds
+        ids at the end of ``state.seen``, changes one's time in place (the same id again
+        after more than 24 hours) and forgets the oldest from the front: so the ids kept
+        are the rows of consecutive sequence numbers. An erased user's rows are deleted
+        (tombstones in the changelog). Returns the changelog writes to wait for."""
+        acknowledgements: list[Awaitable[Any] | None] = []
+        prefix = _user_prefix(key)
+        database = self.database(partition, self.ids)
+        if erased:
+            acknowledgements += await self._erase_ids(partition, prefix)
+            before = None
+        if state is None:
+            return acknowledgements
+        seen = state.seen
+        if before is None:
+            first = end = 0
+            before = []
+        else:
+            first, end = state.processed[IDS]
+        # How many of the stored ids the engine forgot from the front.
+        popped = len(before)
+        if seen and before:
+            head = next(iter(seen))
+            for index, (old, _) in enumerate(before):
+                if old == head:
+                    if all(old == new for (old, _), new in zip(before[index:], seen, strict=False)):
+                        popped = index
+                    break
+        kept = len(before) - popped
+        if kept > len(seen):
+            popped, kept = len(before), 0
+        changelog = self.changelog
+        ids = self.ids
+        items = iter(seen.items())
+        # The ids kept: a time changed in place is written again, in its row.
+        survivors = zip(before[popped:], itertools.islice(items, kept), strict=True)
+        for index, ((_, at), (id_key, new_at)) in enumerate(survivors):
+            if new_at != at:  # the same id again, more than a day later
+                row = prefix + SEQ.pack(first + popped + index)
+                value = ID_ROW.pack(id_key, new_at)
+                database.put(row, value)
+                acknowledgements.append(await changelog(ids, partition, row, value))
+        new_first = first + popped
+        for offset, (id_key, at) in enumerate(items):  # the new ids
+            row, value = prefix + SEQ.pack(end + offset), ID_ROW.pack(id_key, at)
+            database.put(row, value)
+            acknowledgements.append(await changelog(ids, partition, row, value))
+        new_end = new_first + len(seen)
+        if new_first // GC_EVERY != first // GC_EVERY or (popped and not seen):
+            database.delete_range(prefix + SEQ.pack(0), prefix + SEQ.pack(new_first))
+        state.processed[IDS] = [new_first, new_end]
+        return acknowledgements
+
+    async def _erase_ids(self, partition: int, prefix: bytes) -> list[Awaitable[Any] | None]:
+        """Delete every row of a user from the id store: RocksDB and, by tombstones,
+        its changelog."""
+        database = self.database(partition, self.ids)
+        rows = []
+        for row in database.keys(from_key=prefix):
+            if not row.startswith(prefix):
+                break
+            rows.append(row)
+        if not rows:
+            return []
+        database.delete_range(prefix, prefix + b"\xff" * (SEQ.size + 1))
+        self.erased_ids.setdefault(partition, set()).update((rows[0], rows[-1]))
+        return [await self.changelog(self.ids, partition, row, None) for row in rows]
 
     async def write(
         self, partition: int, key: bytes, state: UserState | None, stored: bool
     ) -> Awaitable[Any] | None:
-        """Write a user's state to RocksDB and its changelog (a tombstone if erased);
-        returns the changelog write's acknowledgement to wait for. ``stored``: whether
-        the store had a state of the user before."""
+        """Write a user's state to RocksDB and its changelog (a tombstone if erased),
+        without its event ids (:meth:`write_ids` wrote them first); returns the
+        changelog write's acknowledgement to wait for. ``stored``: whether the store had
+        a state of the user before."""
         if state is None:  # erased
             self.recent.forget((partition, key))
             if not stored:
@@ -165,9 +319,9 @@ class StateStore:
             self.erased.setdefault(partition, set()).add(key)
             self.count_users(-1)
             return await self.changelog(self.users, partition, key, None)
-        value = state.to_bytes()
+        value = state.to_bytes(seen=False)
         self.database(partition).put(key, value)
-        self.recent.remember((partition, key), state, len(value))
+        self.recent.remember((partition, key), state, len(value) + ID_BYTES * len(state.seen))
         if not stored:
             self.count_users(+1)
         return await self.changelog(self.users, partition, key, value)
@@ -184,6 +338,11 @@ class StateStore:
         drops both. One compaction per partition over the erased keys' range (on a
         timer, and before partitions are given up: on a rebalance and on stopping).
         Compaction changes no value read, so a batch may be half-way meanwhile."""
+        erased_ids, self.erased_ids = self.erased_ids, {}
+        for partition, rows in erased_ids.items():
+            database = self.databases.get((self.ids.name, partition))
+            if database is not None:
+                database.compact_range(min(rows), max(rows))
         erased, self.erased = self.erased, {}
         for partition, keys in erased.items():
             # The handle the deletes went through (faust may have let go of its own).
@@ -243,3 +402,9 @@ def stored_items(table: Any, partition: int) -> Iterator[tuple[bytes, bytes]]:
     if database is None:
         return
     yield from store._visible_items(database)
+
+
+def _user_prefix(key: bytes) -> bytes:
+    """Where a user's rows begin in the id store: the user id's length first, so that
+    no user's rows run into another's whose id begins with it."""
+    return struct.pack(">H", len(key)) + key

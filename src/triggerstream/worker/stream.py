@@ -322,6 +322,15 @@ class TriggerWorker:
             for sku in sorted({sku for _, _, skus in orders for sku in skus})
         ]
         await self.store.persisted(self.copurchase_table, pairs, reached)
+        # The event ids before the states that count them: a state stored says which
+        # rows hold its ids, and those rows are on the broker by then.
+        ids = []
+        for (_, key), user in batch.users.items():
+            if user.changed:
+                ids += await self.store.write_ids(
+                    user.partition, key, user.state, user.ids_before, user.erased
+                )
+        await self.store.persisted(self.store.ids, ids, reached)
         states = [
             await self._store(key, user) for (_, key), user in batch.users.items() if user.changed
         ]
@@ -472,6 +481,8 @@ class TriggerWorker:
             return
         if step.state is not None:
             step.state.processed[read.source] = [partition, message.offset]
+        else:
+            user.erased = True
         user.state = step.state
         user.changed = True
         user.done.append(Redo(read.source, message, event))
@@ -595,7 +606,9 @@ class TriggerWorker:
         user = batch.users.get(place)
         if user is None:
             state = self.store.load(partition, key)
-            user = batch.users[place] = TouchedUser(partition, state is not None, state)
+            user = batch.users[place] = TouchedUser(
+                partition, state is not None, state, ids_before=StateStore.ids_before(state)
+            )
         return user
 
     def _redo(self, key: bytes, user: TouchedUser) -> None:
