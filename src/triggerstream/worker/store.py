@@ -45,18 +45,17 @@ users grow the worker by 0.2-0.7 MiB/s; with 2 MiB it grew 0.08 MiB/s (docs/reli
 
 IDS = "#ids"
 """The entry of ``UserState.processed`` (kept by the worker, never a topic's name) that
-says which of the id store's rows hold the user's event ids: ``[first, next]``, the
-sequence numbers from the first kept to the next to give. A state written before the
-id store has none, and its ids in the state itself."""
+says which of the id store's sequence numbers hold the user's event ids: ``[first,
+next)``. A state written before the id store has none, and its ids in itself."""
 ID_ROW = struct.Struct(">Qd")
-"""An id row's value: the event id's 64-bit key and its event time."""
+"""An id in a row's value: the event id's 64-bit key and its event time."""
 SEQ = struct.Struct(">Q")
 ID_BYTES = 40
 """What a kept id counts for in ``RECENT_BYTES``: its size in the state's JSON before
 the ids had a store of their own."""
 GC_EVERY = 64
-"""The ids forgotten by a user (the oldest, past 24 hours) whose rows are deleted at
-once from RocksDB: a range delete per this many, not a tombstone per id."""
+"""Rows of ids the engine has forgotten (the oldest, past 24 hours) leave RocksDB a
+range delete at a time, once this many more are forgotten: never a tombstone per id."""
 IDS_RETENTION = 2 * 86_400
 """Seconds the id store's changelog keeps a row (wall clock since it was written): the
 24 hours of the dedupe window and a day more, as Kafka Streams keeps a window store's
@@ -193,114 +192,132 @@ class StateStore:
         return state
 
     def _load_ids(self, partition: int, key: bytes, state: UserState, span: list[int]) -> None:
-        """Fill ``state.seen`` from the rows of sequence numbers ``[first, next)``. Rows
-        the changelog let expire (a worker recovered from it, after a user's silence of
-        more than ``IDS_RETENTION``) leave a gap: the ids after the newest gap are kept,
-        in order, and the span starts there."""
+        """Fill ``state.seen`` with the ids of sequence numbers ``[first, next)``, from
+        the rows that hold them (each row the ids one batch added, from its sequence
+        number on). Rows the changelog let expire (a worker recovered from it after a
+        user's silence of more than ``IDS_RETENTION``) leave a gap: the ids after the
+        newest gap are kept, and the span starts there."""
         first, end = span
         if first >= end:
             return
         prefix = _user_prefix(key)
-        start = prefix + SEQ.pack(first)
-        stop = prefix + SEQ.pack(end)
-        expected = first
+        skip = len(prefix)
         kept: list[tuple[int, float]] = []
-        for row, value in self.database(partition, self.ids).items(from_key=start):
-            if row >= stop or not row.startswith(prefix):
+        expected = -1
+        for row, value in self.database(partition, self.ids).items(from_key=prefix):
+            if not row.startswith(prefix):
                 break
-            seq = SEQ.unpack_from(row, len(prefix))[0]
-            if seq != expected:  # a gap: what came before it is not kept
-                kept = []
-                span[0] = seq
-            kept.append(ID_ROW.unpack(value))
-            expected = seq + 1
+            start = SEQ.unpack_from(row, skip)[0]
+            if start >= end:
+                break
+            size = len(value) // ID_ROW.size
+            if start + size <= first:
+                continue  # forgotten, not deleted yet
+            if (start != expected and expected != -1) or (expected == -1 and start > first):
+                kept = []  # a gap: what came before it is not kept
+                span[0] = start
+            ids = ID_ROW.iter_unpack(value)
+            if start < first:
+                ids = itertools.islice(ids, first - start, None)
+            kept.extend(ids)
+            expected = start + size
         if expected != end:  # the newest rows are missing: none kept
             kept = []
             span[0] = end
         state.seen = OrderedDict(kept)
 
     @staticmethod
-    def ids_before(state: UserState | None) -> list[tuple[int, float]] | None:
-        """The user's ids as the id store has them (None: it has none of this state's),
-        taken when a batch first touches the user."""
-        if state is None or IDS not in state.processed:
+    def ids_before(state: UserState | None) -> tuple[list[tuple[int, float]], int, int] | None:
+        """The user's ids as the id store has them, and their span (None: the store has
+        none of this state's): taken when a batch first touches the user."""
+        span = None if state is None else state.processed.get(IDS)
+        if state is None or span is None:
             return None
-        return list(state.seen.items())
+        return list(state.seen.items()), span[0], span[1]
 
     async def write_ids(
         self,
         partition: int,
         key: bytes,
         state: UserState | None,
-        before: list[tuple[int, float]] | None,
+        before: tuple[list[tuple[int, float]], int, int] | None,
         erased: bool,
-    ) -> list[Awaitable[Any] | None]:
-        """Write the ids a batch gave the user (each once, when first seen) to the id
-        store and its changelog, and set the state's span of them. The engine only adds
-        ids at the end of ``state.seen``, changes one's time in place (the same id again
-        after more than 24 hours) and forgets the oldest from the front: so the ids kept
-        are the rows of consecutive sequence numbers. An erased user's rows are deleted
-        (tombstones in the changelog). Returns the changelog writes to wait for."""
-        acknowledgements: list[Awaitable[Any] | None] = []
-        prefix = _user_prefix(key)
-        database = self.database(partition, self.ids)
-        if erased:
-            acknowledgements += await self._erase_ids(partition, prefix)
-            before = None
+    ) -> Awaitable[Any] | None:
+        """Write the ids a batch gave the user, each once, as one row (from the next
+        sequence number on) to the id store and its changelog, and set the state's span.
+
+        The engine adds ids at the end of ``state.seen`` and forgets the oldest from the
+        front, so the ids kept are consecutive sequence numbers. Rarely it changes one's
+        time in place (the same id again more than a day later): then the whole day is
+        written again as one new row. Rows past the stored state's span are never read:
+        a batch whose state was not stored leaves nothing visible. Returns the changelog
+        write to wait for."""
         if state is None:
-            return acknowledgements
+            return None
         seen = state.seen
-        if before is None:
-            first = end = 0
-            before = []
+        if before is None or erased:  # the ids of a state new to the id store
+            # After an erasure, past the old rows: those go once the state is stored.
+            first = end = 0 if before is None else before[2]
+            ids: list[tuple[int, float]] = []
         else:
-            first, end = state.processed[IDS]
+            ids, first, end = before
         # How many of the stored ids the engine forgot from the front.
-        popped = len(before)
-        if seen and before:
+        popped = len(ids)
+        if seen and ids:
             head = next(iter(seen))
-            for index, (old, _) in enumerate(before):
+            for index, (old, _) in enumerate(ids):
                 if old == head:
-                    if all(old == new for (old, _), new in zip(before[index:], seen, strict=False)):
+                    if all(old == new for (old, _), new in zip(ids[index:], seen, strict=False)):
                         popped = index
                     break
-        kept = len(before) - popped
+        kept = len(ids) - popped
         if kept > len(seen):
-            popped, kept = len(before), 0
-        changelog = self.changelog
-        ids = self.ids
-        items = iter(seen.items())
-        # The ids kept: a time changed in place is written again, in its row.
-        survivors = zip(before[popped:], itertools.islice(items, kept), strict=True)
-        for index, ((_, at), (id_key, new_at)) in enumerate(survivors):
-            if new_at != at:  # the same id again, more than a day later
-                row = prefix + SEQ.pack(first + popped + index)
-                value = ID_ROW.pack(id_key, new_at)
-                database.put(row, value)
-                acknowledgements.append(await changelog(ids, partition, row, value))
-        new_first = first + popped
-        for offset, (id_key, at) in enumerate(items):  # the new ids
-            row, value = prefix + SEQ.pack(end + offset), ID_ROW.pack(id_key, at)
-            database.put(row, value)
-            acknowledgements.append(await changelog(ids, partition, row, value))
-        new_end = new_first + len(seen)
-        if new_first // GC_EVERY != first // GC_EVERY or (popped and not seen):
-            database.delete_range(prefix + SEQ.pack(0), prefix + SEQ.pack(new_first))
-        state.processed[IDS] = [new_first, new_end]
-        return acknowledgements
+            popped, kept = len(ids), 0
+        added = list(itertools.islice(seen.items(), kept, None))
+        if any(at != new_at for (_, at), new_at in zip(ids[popped:], seen.values(), strict=False)):
+            popped, added = len(ids), list(seen.items())  # a time changed: all again
+        new_first = end - len(seen) + len(added)
+        acknowledgement = None
+        if added:
+            row = _user_prefix(key) + SEQ.pack(end)
+            value = b"".join([ID_ROW.pack(*entry) for entry in added])
+            self.database(partition, self.ids).put(row, value)
+            acknowledgement = await self.changelog(self.ids, partition, row, value)
+        if first // GC_EVERY != new_first // GC_EVERY:
+            self._forget_ids(partition, key, first)  # as far as the stored state has
+        state.processed[IDS] = [new_first, end + len(added)]
+        return acknowledgement
 
-    async def _erase_ids(self, partition: int, prefix: bytes) -> list[Awaitable[Any] | None]:
-        """Delete every row of a user from the id store: RocksDB and, by tombstones,
-        its changelog."""
+    def _forget_ids(self, partition: int, key: bytes, first: int) -> None:
+        """Delete from RocksDB the rows wholly before sequence number ``first`` (the
+        stored state's: a batch not stored yet must not lose the ids its state counts),
+        one range delete."""
+        prefix = _user_prefix(key)
         database = self.database(partition, self.ids)
+        for row in database.keys(from_key=prefix + SEQ.pack(first), backwards=True):
+            if row.startswith(prefix):
+                database.delete_range(prefix, row)  # up to the row holding ``first``
+            break
+
+    async def erase_ids(
+        self, partition: int, key: bytes, state: UserState | None
+    ) -> list[Awaitable[Any] | None]:
+        """After an erasure, once the state is stored (or deleted): delete the user's
+        rows from before it, from RocksDB and (tombstones) the changelog. Before that,
+        a crash would leave the old state without its ids; after, the erasure is
+        processed again and deletes them then."""
+        prefix = _user_prefix(key)
+        database = self.database(partition, self.ids)
+        span = None if state is None else state.processed.get(IDS)
+        stop = prefix + SEQ.pack(span[0]) if span is not None else prefix + b"\xff" * 9
         rows = []
         for row in database.keys(from_key=prefix):
-            if not row.startswith(prefix):
+            if not row.startswith(prefix) or row >= stop:
                 break
             rows.append(row)
         if not rows:
             return []
-        database.delete_range(prefix, prefix + b"\xff" * (SEQ.size + 1))
+        database.delete_range(prefix, stop)
         self.erased_ids.setdefault(partition, set()).update((rows[0], rows[-1]))
         return [await self.changelog(self.ids, partition, row, None) for row in rows]
 
