@@ -146,12 +146,14 @@ class UserState:
     def in_critical_workflow(self) -> bool:
         return bool(self.critical_workflows)
 
-    def to_bytes(self) -> bytes:
-        """Compact JSON for a state store: the fields that differ from a new user's."""
+    def to_bytes(self, *, seen: bool = True) -> bytes:
+        """Compact JSON for a state store: the fields that differ from a new user's.
+        ``seen=False`` leaves the dedupe ids out (a store that keeps them apart);
+        :meth:`from_bytes` reads both."""
         document: dict[str, Any] = {}
         for name, default in _DEFAULTS.items():
             value = getattr(self, name)
-            if value == default:
+            if value == default or (name == "seen" and not seen):
                 continue
             if name == "timers":
                 value = [_timer_values(timer) for timer in value]

@@ -21,8 +21,9 @@ from faust.types import TP, EventT, Message
 
 from triggerstream.settings import Settings
 
-TABLES = ("users", "copurchases")
-"""The worker's tables: each user's state, and the co-purchase counts of each partition."""
+TABLES = ("users", "copurchases", "dedupe")
+"""The worker's tables: each user's state, the co-purchase counts of each partition, and
+each user's event ids of the last 24 hours (apart from the state: written once each)."""
 
 MIB = 1024 * 1024
 WRITE_BUFFERS = 2

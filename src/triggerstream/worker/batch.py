@@ -59,6 +59,11 @@ class TouchedUser:
     state: UserState | None
     changed: bool = False
     done: list[Redo] = field(default_factory=list)
+    ids_before: tuple[list[tuple[int, float]], int, int] | None = None
+    """The user's event ids as the id store had them when the batch first touched the
+    user, and their span (None: it had none of this state's)."""
+    erased: bool = False
+    """Whether an erasure of the user was processed in the batch."""
 
 
 @dataclass(slots=True)

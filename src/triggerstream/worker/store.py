@@ -11,8 +11,11 @@ user once.
 
 from __future__ import annotations
 
+import itertools
 import logging
+import struct
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Iterator
 from typing import Any
 
@@ -39,6 +42,25 @@ event id of the last 24 hours is kept). Counting users alone let a soak of 10,00
 users grow the worker by 0.2-0.7 MiB/s; with 2 MiB it grew 0.08 MiB/s (docs/reliability.md,
 "Soak")."""
 
+
+IDS = "#ids"
+"""The entry of ``UserState.processed`` (kept by the worker, never a topic's name) that
+says which of the id store's sequence numbers hold the user's event ids: ``[first,
+next)``. A state written before the id store has none, and its ids in itself."""
+ID_ROW = struct.Struct(">Qd")
+"""An id in a row's value: the event id's 64-bit key and its event time."""
+SEQ = struct.Struct(">Q")
+ID_BYTES = 40
+"""What a kept id counts for in ``RECENT_BYTES``: its size in the state's JSON before
+the ids had a store of their own."""
+GC_EVERY = 64
+"""Rows of ids the engine has forgotten (the oldest, past 24 hours) leave RocksDB a
+range delete at a time, once this many more are forgotten: never a tombstone per id."""
+IDS_RETENTION = 2 * 86_400
+"""Seconds the id store's changelog keeps a row (wall clock since it was written): the
+24 hours of the dedupe window and a day more, as Kafka Streams keeps a window store's
+changelog (``windowstore.changelog.additional.retention.ms``). Older rows expire with
+their log segments: no tombstone per id."""
 
 UserKey = tuple[int, bytes]
 """A user's state's place: (partition, user id)."""
@@ -86,7 +108,9 @@ class StateStore:
         self.app = app
         table_options = rocksdb_options(settings, layout.partitions)
 
-        def table(name: str, meaning: str) -> faust.types.TableT[bytes, bytes]:
+        def table(
+            name: str, meaning: str, changelog: dict[str, str] | None = None
+        ) -> faust.types.TableT[bytes, bytes]:
             created = app.Table(
                 name,
                 key_type=bytes,
@@ -94,6 +118,7 @@ class StateStore:
                 partitions=layout.partitions,
                 options=dict(table_options),  # faust's store takes keys out of it
                 help=meaning,
+                extra_topic_configs=changelog,
             )
             # faust checks co-partitioning on a table's first write from each topic,
             # against the consumer's metadata, which can still show a changelog created
@@ -112,9 +137,17 @@ class StateStore:
             "copurchases",
             "Co-purchase counts: b'<partition>:<sku>' -> [{other sku: orders}, last offset].",
         )
+        self.ids = table(
+            "dedupe",
+            "Each user's event ids of the last 24 hours (event time), one row per id: "
+            "<length><user id><sequence number> -> <id key><event time>.",
+            {"cleanup.policy": "compact,delete", "retention.ms": str(IDS_RETENTION * 1000)},
+        )
         self.users_tracked = 0
         self.erased: dict[int, set[bytes]] = {}
         """Per partition: the users erased since the store was last compacted."""
+        self.erased_ids: dict[int, set[bytes]] = {}
+        """Per partition: the first and last id rows of the users erased since."""
         self.databases: dict[tuple[str, int], Any] = {}
         """Each table's RocksDB database per partition owned (by table name)."""
         self.recent = RecentStates()
@@ -147,16 +180,154 @@ class StateStore:
         return state
 
     def stored(self, partition: int, key: bytes) -> UserState | None:
-        """A user's state as the store has it (never the decoded one kept in memory)."""
+        """A user's state as the store has it (never the decoded one kept in memory),
+        with its event ids from the id store."""
         stored = self.database(partition).get(key)
-        return None if stored is None else UserState.from_bytes(stored)
+        if stored is None:
+            return None
+        state = UserState.from_bytes(stored)
+        span = state.processed.get(IDS)
+        if span is not None:
+            self._load_ids(partition, key, state, span)
+        return state
+
+    def _load_ids(self, partition: int, key: bytes, state: UserState, span: list[int]) -> None:
+        """Fill ``state.seen`` with the ids of sequence numbers ``[first, next)``, from
+        the rows that hold them (each row the ids one batch added, from its sequence
+        number on). Rows the changelog let expire (a worker recovered from it after a
+        user's silence of more than ``IDS_RETENTION``) leave a gap: the ids after the
+        newest gap are kept, and the span starts there."""
+        first, end = span
+        if first >= end:
+            return
+        prefix = _user_prefix(key)
+        skip = len(prefix)
+        kept: list[tuple[int, float]] = []
+        expected = -1
+        for row, value in self.database(partition, self.ids).items(from_key=prefix):
+            if not row.startswith(prefix):
+                break
+            start = SEQ.unpack_from(row, skip)[0]
+            if start >= end:
+                break
+            size = len(value) // ID_ROW.size
+            if start + size <= first:
+                continue  # forgotten, not deleted yet
+            if (start != expected and expected != -1) or (expected == -1 and start > first):
+                kept = []  # a gap: what came before it is not kept
+                span[0] = start
+            ids = ID_ROW.iter_unpack(value)
+            if start < first:
+                ids = itertools.islice(ids, first - start, None)
+            kept.extend(ids)
+            expected = start + size
+        if expected != end:  # the newest rows are missing: none kept
+            kept = []
+            span[0] = end
+        state.seen = OrderedDict(kept)
+
+    @staticmethod
+    def ids_before(state: UserState | None) -> tuple[list[tuple[int, float]], int, int] | None:
+        """The user's ids as the id store has them, and their span (None: the store has
+        none of this state's): taken when a batch first touches the user."""
+        span = None if state is None else state.processed.get(IDS)
+        if state is None or span is None:
+            return None
+        return list(state.seen.items()), span[0], span[1]
+
+    async def write_ids(
+        self,
+        partition: int,
+        key: bytes,
+        state: UserState | None,
+        before: tuple[list[tuple[int, float]], int, int] | None,
+        erased: bool,
+    ) -> Awaitable[Any] | None:
+        """Write the ids a batch gave the user, each once, as one row (from the next
+        sequence number on) to the id store and its changelog, and set the state's span.
+
+        The engine adds ids at the end of ``state.seen`` and forgets the oldest from the
+        front, so the ids kept are consecutive sequence numbers. Rarely it changes one's
+        time in place (the same id again more than a day later): then the whole day is
+        written again as one new row. Rows past the stored state's span are never read:
+        a batch whose state was not stored leaves nothing visible. Returns the changelog
+        write to wait for."""
+        if state is None:
+            return None
+        seen = state.seen
+        if before is None or erased:  # the ids of a state new to the id store
+            # After an erasure, past the old rows: those go once the state is stored.
+            first = end = 0 if before is None else before[2]
+            ids: list[tuple[int, float]] = []
+        else:
+            ids, first, end = before
+        # How many of the stored ids the engine forgot from the front.
+        popped = len(ids)
+        if seen and ids:
+            head = next(iter(seen))
+            for index, (old, _) in enumerate(ids):
+                if old == head:
+                    if all(old == new for (old, _), new in zip(ids[index:], seen, strict=False)):
+                        popped = index
+                    break
+        kept = len(ids) - popped
+        if kept > len(seen):
+            popped, kept = len(ids), 0
+        added = list(itertools.islice(seen.items(), kept, None))
+        if any(at != new_at for (_, at), new_at in zip(ids[popped:], seen.values(), strict=False)):
+            popped, added = len(ids), list(seen.items())  # a time changed: all again
+        new_first = end - len(seen) + len(added)
+        acknowledgement = None
+        if added:
+            row = _user_prefix(key) + SEQ.pack(end)
+            value = b"".join([ID_ROW.pack(*entry) for entry in added])
+            self.database(partition, self.ids).put(row, value)
+            acknowledgement = await self.changelog(self.ids, partition, row, value)
+        if first // GC_EVERY != new_first // GC_EVERY:
+            self._forget_ids(partition, key, first)  # as far as the stored state has
+        state.processed[IDS] = [new_first, end + len(added)]
+        return acknowledgement
+
+    def _forget_ids(self, partition: int, key: bytes, first: int) -> None:
+        """Delete from RocksDB the rows wholly before sequence number ``first`` (the
+        stored state's: a batch not stored yet must not lose the ids its state counts),
+        one range delete."""
+        prefix = _user_prefix(key)
+        database = self.database(partition, self.ids)
+        for row in database.keys(from_key=prefix + SEQ.pack(first), backwards=True):
+            if row.startswith(prefix):
+                database.delete_range(prefix, row)  # up to the row holding ``first``
+            break
+
+    async def erase_ids(
+        self, partition: int, key: bytes, state: UserState | None
+    ) -> list[Awaitable[Any] | None]:
+        """After an erasure, once the state is stored (or deleted): delete the user's
+        rows from before it, from RocksDB and (tombstones) the changelog. Before that,
+        a crash would leave the old state without its ids; after, the erasure is
+        processed again and deletes them then."""
+        prefix = _user_prefix(key)
+        database = self.database(partition, self.ids)
+        span = None if state is None else state.processed.get(IDS)
+        stop = prefix + SEQ.pack(span[0]) if span is not None else prefix + b"\xff" * 9
+        rows = []
+        for row in database.keys(from_key=prefix):
+            if not row.startswith(prefix) or row >= stop:
+                break
+            rows.append(row)
+        if not rows:
+            return []
+        database.delete_range(prefix, stop)
+        self.erased_ids.setdefault(partition, set()).update((rows[0], rows[-1]))
+        return [await self.changelog(self.ids, partition, row, None) for row in rows]
 
     async def write(
         self, partition: int, key: bytes, state: UserState | None, stored: bool
     ) -> Awaitable[Any] | None:
-        """Write a user's state to RocksDB and its changelog (a tombstone if erased);
-        returns the changelog write's acknowledgement to wait for. ``stored``: whether
-        the store had a state of the user before."""
+        """Write a user's state to RocksDB and its changelog (a tombstone if erased),
+        without its event ids (:meth:`write_ids` wrote them first); returns the
+        changelog write's acknowledgement to wait for. ``stored``: whether the store had
+        a state of the user before."""
         if state is None:  # erased
             self.recent.forget((partition, key))
             if not stored:
@@ -165,9 +336,9 @@ class StateStore:
             self.erased.setdefault(partition, set()).add(key)
             self.count_users(-1)
             return await self.changelog(self.users, partition, key, None)
-        value = state.to_bytes()
+        value = state.to_bytes(seen=False)
         self.database(partition).put(key, value)
-        self.recent.remember((partition, key), state, len(value))
+        self.recent.remember((partition, key), state, len(value) + ID_BYTES * len(state.seen))
         if not stored:
             self.count_users(+1)
         return await self.changelog(self.users, partition, key, value)
@@ -184,6 +355,11 @@ class StateStore:
         drops both. One compaction per partition over the erased keys' range (on a
         timer, and before partitions are given up: on a rebalance and on stopping).
         Compaction changes no value read, so a batch may be half-way meanwhile."""
+        erased_ids, self.erased_ids = self.erased_ids, {}
+        for partition, rows in erased_ids.items():
+            database = self.databases.get((self.ids.name, partition))
+            if database is not None:
+                database.compact_range(min(rows), max(rows))
         erased, self.erased = self.erased, {}
         for partition, keys in erased.items():
             # The handle the deletes went through (faust may have let go of its own).
@@ -243,3 +419,9 @@ def stored_items(table: Any, partition: int) -> Iterator[tuple[bytes, bytes]]:
     if database is None:
         return
     yield from store._visible_items(database)
+
+
+def _user_prefix(key: bytes) -> bytes:
+    """Where a user's rows begin in the id store: the user id's length first, so that
+    no user's rows run into another's whose id begins with it."""
+    return struct.pack(">H", len(key)) + key

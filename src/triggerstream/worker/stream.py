@@ -5,13 +5,15 @@ the consumer hands over every input message of a fetch at once (no faust agent: 
 per-message path cost more than the work). Each message is validated from its raw
 bytes and queued in its partition's event-time order; what may go is processed as one
 batch (:mod:`triggerstream.worker.batch`): each user's state is loaded from the
-``users`` table (RocksDB, changelog on the broker) once, every event goes through
-:meth:`Engine.handle` (the call replay makes), every record made is sent, and only once
-the broker has them all is each changed state stored back, then the input offsets
-acknowledged. After a crash, an event whose outputs were not all acknowledged is
-processed again (same trigger ids), and one whose state was stored is recognised by
-its offset or id and dropped. Invalid input goes to ``events.dlq`` with its bytes and
-changes nothing. One batch at a time: one writer of the tables.
+``users`` table (RocksDB, changelog on the broker), with its event ids of the last 24
+hours from the ``dedupe`` table (:mod:`triggerstream.worker.store`), once; every event
+goes through :meth:`Engine.handle` (the call replay makes), every record made is sent,
+and only once the broker has them all are the new ids and each changed state stored
+back, then the input offsets acknowledged. After a crash, an event whose outputs were
+not all acknowledged is processed again (same trigger ids), and one whose state was
+stored is recognised by its offset or id and dropped. Invalid input goes to
+``events.dlq`` with its bytes and changes nothing. One batch at a time: one writer of
+the tables.
 
 Timers (deadline, inactivity, delay) live in each user's state. The worker keeps an
 index of when each user's next one falls due (:class:`TimerSchedule` per partition,
@@ -322,10 +324,26 @@ class TriggerWorker:
             for sku in sorted({sku for _, _, skus in orders for sku in skus})
         ]
         await self.store.persisted(self.copurchase_table, pairs, reached)
+        # The event ids before the states that count them: a state stored says which
+        # rows hold its ids, and those rows are on the broker by then.
+        ids = [
+            await self.store.write_ids(
+                user.partition, key, user.state, user.ids_before, user.erased
+            )
+            for (_, key), user in batch.users.items()
+            if user.changed
+        ]
+        await self.store.persisted(self.store.ids, ids, reached)
         states = [
             await self._store(key, user) for (_, key), user in batch.users.items() if user.changed
         ]
         await self.store.persisted(self.users, states, reached)
+        # An erased user's ids once the state without them is stored.
+        erased = []
+        for (_, key), user in batch.users.items():
+            if user.erased:
+                erased += await self.store.erase_ids(user.partition, key, user.state)
+        await self.store.persisted(self.store.ids, erased, reached)
         marks = [
             await self._store_mark(partition, orders) for partition, orders in batch.orders.items()
         ]
@@ -472,6 +490,8 @@ class TriggerWorker:
             return
         if step.state is not None:
             step.state.processed[read.source] = [partition, message.offset]
+        else:
+            user.erased = True
         user.state = step.state
         user.changed = True
         user.done.append(Redo(read.source, message, event))
@@ -595,7 +615,9 @@ class TriggerWorker:
         user = batch.users.get(place)
         if user is None:
             state = self.store.load(partition, key)
-            user = batch.users[place] = TouchedUser(partition, state is not None, state)
+            user = batch.users[place] = TouchedUser(
+                partition, state is not None, state, ids_before=StateStore.ids_before(state)
+            )
         return user
 
     def _redo(self, key: bytes, user: TouchedUser) -> None:
