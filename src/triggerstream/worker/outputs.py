@@ -269,13 +269,19 @@ class Outputs:
         producer = self.app.producer._ensure_producer()  # aiokafka's (faust-streaming 0.15)
         groups: dict[tuple[str, int], list[Delivery]] = {}
         homes: dict[tuple[str, bytes], int] = {}
+        known: dict[str, list[int]] = {}
         for delivery in queued:
             name = self.topics[delivery.topic]
             partition = delivery.partition
             if partition is None and delivery.key is not None:
                 partition = homes.get((name, delivery.key))
                 if partition is None:
-                    partition = _default_partition(producer, name, delivery.key)
+                    partitions = known.get(name)
+                    if partitions is None:
+                        partitions = known[name] = sorted(
+                            producer.client.cluster.partitions_for_topic(name) or ()
+                        )
+                    partition = _default_partition(partitions, delivery.key)
                     if partition is not None:
                         homes[name, delivery.key] = partition
             if partition is None or _size(delivery) > ALONE_OVER:
@@ -406,15 +412,13 @@ def _append(builder: Any, delivery: Delivery) -> bool:
     return added is not None
 
 
-def _default_partition(producer: Any, topic: str, key: bytes) -> int | None:
-    """The partition aiokafka's default partitioner gives ``key`` on ``topic`` (murmur2,
-    as the Java client), or None while the producer knows no partitions of it."""
-    partitions = producer.client.cluster.partitions_for_topic(topic)
+def _default_partition(partitions: list[int], key: bytes) -> int | None:
+    """The partition aiokafka's default partitioner gives ``key`` among a topic's
+    ``partitions`` (murmur2, as the Java client), or None while the producer knows none."""
     if not partitions:
         return None
-    ordered: list[int] = sorted(partitions)
     hashed: int = murmur2(key)
-    return ordered[(hashed & 0x7FFFFFFF) % len(ordered)]
+    return partitions[(hashed & 0x7FFFFFFF) % len(partitions)]
 
 
 def _user_key(value: bytes | None) -> bytes | None:

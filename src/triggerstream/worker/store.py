@@ -16,7 +16,8 @@ import logging
 import struct
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Generator, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import faust
@@ -150,6 +151,8 @@ class StateStore:
         """Per partition: the first and last id rows of the users erased since."""
         self.databases: dict[tuple[str, int], Any] = {}
         """Each table's RocksDB database per partition owned (by table name)."""
+        self.changelogs = ChangelogBatches()
+        """Table writes of the batch, for their changelogs (handed over by persisted)."""
         self.recent = RecentStates()
         """The decoded state of the users stored most recently, oldest first: exactly
         what the store has (forgotten at every rebalance and after a failed batch)."""
@@ -378,23 +381,26 @@ class StateStore:
     async def changelog(
         self, table: Any, partition: int, key: bytes, value: bytes | None
     ) -> Awaitable[Any] | None:
-        """Send a table write to its changelog. Straight to the producer (faust's table
-        path adds a buffer and a callback per write); with Kafka transactions
-        (exactly_once), faust's path, which puts the write in the partition's
-        transaction."""
+        """Queue a table write for its changelog; :meth:`persisted` hands the queued
+        writes to the producer, one record batch per changelog partition (faust's table
+        path adds a buffer and a callback per write, and a producer send per record
+        costs more than encoding the state). With Kafka transactions (exactly_once),
+        faust's path, which puts the write in the partition's transaction."""
         if self.app.in_transaction:
             table.send_changelog(partition, key, value, value_serializer="raw")
             return None
         topic = table.changelog_topic.get_topic_name()
-        return await self.app.producer.send(topic, key, value, partition, None, None)
+        return self.changelogs.add(topic, partition, key, value)
 
-    @staticmethod
     async def persisted(
+        self,
         table: Any,
         acknowledgements: list[Awaitable[Any] | None],
         reached: dict[tuple[Any, TP], int],
     ) -> None:
-        """Wait for a table's changelog writes; note the last offset of each partition."""
+        """Hand the queued changelog writes over, wait for a table's, and note the last
+        offset of each partition."""
+        await self.changelogs.hand_over(self.app.producer)
         for acknowledgement in acknowledgements:
             if acknowledgement is not None:
                 metadata = await acknowledgement
@@ -408,6 +414,73 @@ class StateStore:
     def set_users_tracked(self, users: int) -> None:
         self.users_tracked = users
         metrics.USERS_TRACKED.set(users)
+
+
+@dataclass(slots=True)
+class Written:
+    """Where a changelog record was written: its topic, partition and offset."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+class Queued:
+    """A changelog record in a record batch: awaiting it gives where it was written
+    (the batch's first offset plus the record's place in it)."""
+
+    __slots__ = ("ack", "place")
+
+    def __init__(self) -> None:
+        self.ack: Any = None
+        self.place = 0
+
+    def __await__(self) -> Generator[Any, None, Written]:
+        metadata = yield from self.ack.__await__()
+        return Written(metadata.topic, metadata.partition, metadata.offset + self.place)
+
+
+class ChangelogBatches:
+    """Table writes waiting for their changelogs, a list per topic partition."""
+
+    def __init__(self) -> None:
+        self.queued: dict[tuple[str, int], list[tuple[bytes, bytes | None, Queued]]] = {}
+
+    def add(self, topic: str, partition: int, key: bytes, value: bytes | None) -> Queued:
+        queued = Queued()
+        self.queued.setdefault((topic, partition), []).append((key, value, queued))
+        return queued
+
+    async def hand_over(self, producer: Any) -> None:
+        """One record batch (or more, when full) per topic partition, in order."""
+        queued, self.queued = self.queued, {}
+        if not queued:
+            return
+        sender = producer._ensure_producer()  # aiokafka's (faust-streaming 0.15)
+        for (topic, partition), records in queued.items():
+            builder = sender.create_batch()
+            members: list[Queued] = []
+            for key, value, write in records:
+                if builder.append(timestamp=None, key=key, value=value, headers=[]) is None:
+                    await _send(sender, builder, topic, partition, members)
+                    builder, members = sender.create_batch(), []
+                    if builder.append(timestamp=None, key=key, value=value, headers=[]) is None:
+                        # Larger than a batch: alone, as the producer sends it.
+                        write.ack = await sender.send(topic, value, key=key, partition=partition)
+                        continue
+                write.place = len(members)
+                members.append(write)
+            await _send(sender, builder, topic, partition, members)
+
+
+async def _send(
+    sender: Any, builder: Any, topic: str, partition: int, members: list[Queued]
+) -> None:
+    if not members:
+        return
+    ack = await sender.send_batch(builder, topic, partition=partition)
+    for write in members:
+        write.ack = ack
 
 
 def stored_items(table: Any, partition: int) -> Iterator[tuple[bytes, bytes]]:
