@@ -21,7 +21,7 @@ from triggerstream.core.ids import event_key
 from triggerstream.core.state import UserState
 from triggerstream.events import decode_event
 from triggerstream.rules.load import load_rules
-from triggerstream.worker.store import IDS, RecentStates, StateStore
+from triggerstream.worker.store import IDS, ChangelogBatches, RecentStates, StateStore
 
 T0 = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
 USER = b"maya"
@@ -77,6 +77,7 @@ def _store(folder: Path) -> StateStore:
     store.users_tracked = 0
     store.erased, store.erased_ids = {}, {}
     store.recent = RecentStates()
+    store.changelogs = ChangelogBatches()
     options = rocksdict.Options(raw_mode=True)
     options.create_if_missing(True)
     store.databases = {
@@ -118,6 +119,16 @@ async def _store_batch(
     await store.write(0, USER, state, stored)
     if erased:
         await store.erase_ids(0, USER, state)
+    _hand_over(store)
+
+
+def _hand_over(store: StateStore) -> None:
+    """The changelog writes the store queued, as ``persisted`` hands them to the
+    producer (here: to the recorder, in order)."""
+    tables = store.app.producer.tables  # type: ignore[attr-defined]
+    for (topic, _), records in store.changelogs.queued.items():
+        tables[topic].sent.extend((key, value) for key, value, _ in records)
+    store.changelogs.queued.clear()
 
 
 def _rows(store: StateStore) -> dict[bytes, bytes]:
