@@ -10,6 +10,7 @@ import faust
 
 from triggerstream import collector
 from triggerstream.settings import Settings
+from triggerstream.worker import fence
 from triggerstream.worker.app import WorkerRefused
 from triggerstream.worker.preflight import check_topics
 from triggerstream.worker.stream import TriggerWorker
@@ -22,6 +23,10 @@ __all__ = ["WorkerRefused", "run"]
 def run(settings: Settings, rules_path: Path) -> None:
     """Check the topics, then run a worker until SIGTERM or SIGINT (a clean stop: the
     event in flight finishes, offsets are committed, the producer is flushed)."""
+    try:
+        fence.check()  # before anything: faust's and aiokafka's private names
+    except fence.FrameworkMismatch as mismatch:
+        raise WorkerRefused(str(mismatch)) from None
     # faust runs on this loop after the check: one loop for the whole process.
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)

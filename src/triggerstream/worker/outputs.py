@@ -53,6 +53,7 @@ from triggerstream.records import (
     DeadLetter,
 )
 from triggerstream.worker import metrics
+from triggerstream.worker.fence import record_batches
 
 log = logging.getLogger("triggerstream.worker")
 
@@ -266,7 +267,7 @@ class Outputs:
         queued, self._queued = self._queued, []
         if not queued:
             return
-        producer = self.app.producer._ensure_producer()  # aiokafka's (faust-streaming 0.15)
+        producer = record_batches(self.app)
         groups: dict[tuple[str, int], list[Delivery]] = {}
         homes: dict[tuple[str, bytes], int] = {}
         known: dict[str, list[int]] = {}

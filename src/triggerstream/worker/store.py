@@ -16,7 +16,7 @@ import logging
 import struct
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Generator, Iterator
+from collections.abc import Awaitable, Generator
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +29,7 @@ from triggerstream.settings import Settings
 from triggerstream.topics import REPARTITION_TOPIC, TIMER_TICKS_TOPIC
 from triggerstream.worker import metrics
 from triggerstream.worker.app import WorkerApp, rocksdb_options
+from triggerstream.worker.fence import partition_database, record_batches, trust_source_topics
 from triggerstream.worker.preflight import Layout
 
 log = logging.getLogger("triggerstream.worker")
@@ -125,11 +126,12 @@ class StateStore:
             # against the consumer's metadata, which can still show a changelog created
             # moments ago with 0 partitions: the agent crashed with the message in hand
             # (seen on Apache Kafka). The preflight checks it on the broker instead.
-            created._verified_source_topics_for_partitions.update(  # type: ignore[attr-defined]
+            trust_source_topics(
+                created,
                 (
                     *(settings.topic(name) for name in (*INPUT_TOPICS, REPARTITION_TOPIC)),
                     settings.topic(TIMER_TICKS_TOPIC),
-                )
+                ),
             )
             return created
 
@@ -165,8 +167,7 @@ class StateStore:
         table = self.users if table is None else table
         database = self.databases.get((table.name, partition))
         if database is None:
-            store: Any = table.data
-            database = store._db_for_partition(partition)
+            database = partition_database(table, partition)
             self.databases[(table.name, partition)] = database
         return database
 
@@ -400,7 +401,7 @@ class StateStore:
     ) -> None:
         """Hand the queued changelog writes over, wait for a table's, and note the last
         offset of each partition."""
-        await self.changelogs.hand_over(self.app.producer)
+        await self.changelogs.hand_over(record_batches(self.app))
         for acknowledgement in acknowledgements:
             if acknowledgement is not None:
                 metadata = await acknowledgement
@@ -456,7 +457,7 @@ class ChangelogBatches:
         queued, self.queued = self.queued, {}
         if not queued:
             return
-        sender = producer._ensure_producer()  # aiokafka's (faust-streaming 0.15)
+        sender = producer
         for (topic, partition), records in queued.items():
             builder = sender.create_batch()
             members: list[Queued] = []
@@ -481,17 +482,6 @@ async def _send(
     ack = await sender.send_batch(builder, topic, partition=partition)
     for write in members:
         write.ack = ack
-
-
-def stored_items(table: Any, partition: int) -> Iterator[tuple[bytes, bytes]]:
-    """Every key and value a table holds for one partition. faust's RocksDB store keeps
-    a database per partition; its iteration API does not say which, so this reads the
-    partition's database directly."""
-    store = table.data
-    database = store._dbs.get(partition)
-    if database is None:
-        return
-    yield from store._visible_items(database)
 
 
 def _user_prefix(key: bytes) -> bytes:

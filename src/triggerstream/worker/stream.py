@@ -61,11 +61,12 @@ from triggerstream.topics import REPARTITION_TOPIC, TIMER_TICKS_TOPIC, partition
 from triggerstream.worker import metrics
 from triggerstream.worker.app import build_app
 from triggerstream.worker.batch import Batch, Read, Redo, TouchedUser
+from triggerstream.worker.fence import paused_for_buffer, stored_items, unacked_messages
 from triggerstream.worker.merge import FIRST, EventTimeMerge
 from triggerstream.worker.outputs import Headers, Origin, Outputs
 from triggerstream.worker.preflight import OUTPUTS, Layout
 from triggerstream.worker.schedule import TimerSchedule
-from triggerstream.worker.store import StateStore, stored_items
+from triggerstream.worker.store import StateStore
 from triggerstream.worker.web import add_routes
 
 log = logging.getLogger("triggerstream.worker")
@@ -178,7 +179,7 @@ class TriggerWorker:
         metrics.CONSUMER_LAG.source = self.consumer_lag
         add_routes(self)
         # The inputs are not read by a faust agent: the consumer hands every fetch of
-        # them to the worker as one batch (app._Consumer._drain_messages).
+        # them to the worker as one batch (fence/app.py, _Consumer._drain_messages).
         app.topics.add(source)
         app.batch_topics = frozenset(source.topics)
         app.take_batch = self._take
@@ -204,7 +205,7 @@ class TriggerWorker:
             # way): not taken; whoever owns the partition next reads them again.
             return
         self.idle_since = None
-        unacked = self.app.consumer._unacked_messages  # type: ignore[attr-defined]
+        unacked = unacked_messages(self.app.consumer)
         ticks = []
         partitions = set()
         for message in messages:
@@ -225,7 +226,7 @@ class TriggerWorker:
         """Stop fetching an input whose waiting messages reached ``BUFFERED_PER_INPUT``
         (faust's consumer leaves it out of its fetches); fetch it again at half."""
         consumer = self.app.consumer
-        held = consumer._buffered_partitions  # type: ignore[attr-defined]
+        held = paused_for_buffer(consumer)
         for tp, queue in self.merge.waiting.items():
             partition = TP(tp.topic, tp.partition)
             if len(queue) >= BUFFERED_PER_INPUT:
@@ -362,11 +363,11 @@ class TriggerWorker:
         """Drop what was read and not processed, unacknowledged (faust is about to wait
         for every message in hand: a rebalance or a stop)."""
         self.giving_back = True  # until the next assignment is ready
-        unacked = self.app.consumer._unacked_messages  # type: ignore[attr-defined]
+        unacked = unacked_messages(self.app.consumer)
         for read in self.merge.clear():
             unacked.discard(read.message)
         consumer = self.app.consumer
-        for partition in list(consumer._buffered_partitions):  # type: ignore[attr-defined]
+        for partition in list(paused_for_buffer(consumer)):
             consumer.on_buffer_drop(partition)  # nothing is waiting any more
 
     async def _release_waiting(self) -> None:
