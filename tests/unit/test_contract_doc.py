@@ -1,6 +1,7 @@
 """docs/contract.md, the users' reference, against the code: its tables of event types,
-decision outcomes, reason codes and metrics name exactly what the code accepts,
-decides and registers, so the reference cannot drift from what runs."""
+dead-letter codes, decision outcomes, reason codes, settings and metrics, and its
+command line, name exactly what the code accepts, decides, reads and registers, so the
+reference cannot drift from what runs."""
 
 from __future__ import annotations
 
@@ -203,3 +204,13 @@ def test_the_command_line_section_names_every_command_and_option() -> None:
 
     walk(main, ())
     assert missing == [], "not in docs/contract.md section 9"
+
+
+def test_the_settings_table_lists_every_setting_and_no_other() -> None:
+    from triggerstream.settings import Settings
+
+    documented = [
+        variable for row in table_under("10. Settings") for variable in names(row["variable"])
+    ]
+    assert len(documented) == len(set(documented)), "a setting is listed twice"
+    assert sorted(documented) == sorted(field.upper() for field in Settings.model_fields)
