@@ -21,7 +21,8 @@ from triggerstream.core.ids import event_key
 from triggerstream.core.state import UserState
 from triggerstream.events import decode_event
 from triggerstream.rules.load import load_rules
-from triggerstream.worker.store import IDS, ChangelogBatches, RecentStates, StateStore
+from triggerstream.worker.changelog import ChangelogBatches
+from triggerstream.worker.store import IDS, RecentStates, StateStore
 
 T0 = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
 USER = b"maya"

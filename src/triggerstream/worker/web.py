@@ -10,16 +10,16 @@ served by faust's web server, which starts before the consumer joins its group:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
+import faust
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-if TYPE_CHECKING:
-    from triggerstream.worker.stream import TriggerWorker
 
-
-def add_routes(worker: TriggerWorker) -> None:
-    app = worker.app
+def add_routes(app: faust.App, readiness: Callable[[], list[int] | None]) -> None:
+    """The endpoints on the app's web server; ``readiness`` gives the partitions owned
+    once the worker is ready (None before)."""
 
     @app.page("/metrics", name="triggerstream.metrics")
     async def metrics(view: Any, request: Any) -> Any:
@@ -31,8 +31,9 @@ def add_routes(worker: TriggerWorker) -> None:
 
     @app.page("/readyz", name="triggerstream.readyz")
     async def readyz(view: Any, request: Any) -> Any:
-        if worker.ready:
-            return view.json({"status": "ready", "partitions": worker.partitions})
+        partitions = readiness()
+        if partitions is not None:
+            return view.json({"status": "ready", "partitions": partitions})
         return view.json(
             {
                 "status": "not ready",
