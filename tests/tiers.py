@@ -24,8 +24,8 @@ BROKER_KIND = os.environ.get("TRIGGERSTREAM_TEST_BROKER", "tansu")
 BROKER_FIXTURE = "kafka_broker"
 
 WHY_NOT_HERE = {
-    "apache_only": "run on Apache Kafka only (Tansu's ListOffsets breaks faust's recovery)",
-    "own_broker": "run in the Tansu pass only (starts its own embedded broker)",
+    "apache_only": "deselected here, run on Apache Kafka (apache_only)",
+    "own_broker": "deselected here, run in the Tansu pass (own_broker: starts its own broker)",
 }
 
 _not_for_this_broker: list[tuple[str, str]] = []
