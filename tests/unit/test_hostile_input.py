@@ -1,6 +1,6 @@
 """Hostile rules files: they are refused with a reason, never run code, read files or
 hang the worker. (Hostile events: tests/unit/test_events.py fuzzes the event models;
-test_poison_at_scale.py sends every kind of bad event through a worker.)"""
+tests/reliability/test_poison_at_scale.py sends every kind of bad event through a worker.)"""
 
 from __future__ import annotations
 
