@@ -112,6 +112,20 @@ class Tally:
             return None
         return statistics.quantiles(self.latencies, n=1000)[int(quantile * 1000) - 1]
 
+    def summary(self) -> str:
+        """The line the demo ends with: how fast it was ready, and what it saw."""
+        first = self.first_trigger_after
+        return (
+            f"ready in {self.startup:.1f} s (broker, topics, worker); first trigger "
+            + (
+                "never came"
+                if first is None
+                else f"{self.startup + first:.1f} s after start ({first:.1f} s into the traffic)"
+            )
+            + f"; {sum(self.triggers.values()):,} triggers, "
+            + f"{sum(self.suppressions.values()):,} suppressed, {self.conversions:,} conversions"
+        )
+
 
 def render(tally: Tally, load: Load, where: dict[str, str], final: bool = False) -> Group:
     """The live view (and, with ``final``, the summary)."""

@@ -20,8 +20,9 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.conn import create_conn
 from aiokafka.errors import AuthenticationFailedError, KafkaError, SaslAuthenticationFailed
 
+from triggerstream.events import INPUT_TOPICS
 from triggerstream.settings import Settings
-from triggerstream.topics import TopicSpec
+from triggerstream.topics import REPARTITION_TOPIC, TIMER_TICKS_TOPIC, TopicSpec
 
 _TOPIC_ALREADY_EXISTS = 36
 
@@ -203,6 +204,15 @@ async def create_topics(settings: Settings, specs: Iterable[TopicSpec]) -> list[
         else:
             outcomes.append(TopicOutcome(name, existing[name], "exists-with-other-partitions"))
     return outcomes
+
+
+def unequal_co_partitioned(settings: Settings, outcomes: Iterable[TopicOutcome]) -> list[int]:
+    """The partition counts, sorted, of the topics a worker reads together (the input
+    topics, timer ticks and repartition) when they differ; empty when they are equal,
+    as the worker needs them."""
+    together = {settings.topic(t) for t in (*INPUT_TOPICS, TIMER_TICKS_TOPIC, REPARTITION_TOPIC)}
+    counts = {o.partitions for o in outcomes if o.name in together}
+    return sorted(counts) if len(counts) > 1 else []
 
 
 async def require_topics(settings: Settings, names: Iterable[str]) -> dict[str, int]:

@@ -5,6 +5,7 @@ events produced as they fall due, and optionally its answers to the offers it ge
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -110,3 +111,32 @@ def reacting(population: Population) -> Callable[[str, dict[str, Any]], None]:
             population.react(value, time.time())
 
     return on_record
+
+
+async def run(
+    load: Load,
+    duration: float | None,
+    react: bool,
+    report: Callable[[str], None],
+) -> None:
+    """``load`` until Ctrl-C, SIGTERM or ``duration`` seconds; with ``react``, its users
+    answer the offers they get. Every 10 seconds ``report`` gets a line on the rate."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    tasks = [asyncio.create_task(load.run(stop, duration))]
+    if react:
+        answers = reacting(load.population)
+        tasks.append(
+            asyncio.create_task(follow(load.settings, CHANNEL_TOPICS.values(), answers, stop))
+        )
+    began = time.monotonic()
+    while not tasks[0].done():
+        await asyncio.wait([tasks[0]], timeout=10)
+        report(
+            f"loadgen: {load.sent:,} events in {time.monotonic() - began:,.0f} s "
+            f"({load.events_per_second(10):,.0f}/s)"
+        )
+    stop.set()
+    await asyncio.gather(*tasks)

@@ -228,6 +228,25 @@ def line_writer(handle: IO[bytes], name: str | None = None) -> Writer:
     return write
 
 
+def file_writer(path: Path | None, files: contextlib.ExitStack) -> Writer | None:
+    """A writer of records to ``path`` ('-': stdout; None: none), its file opened now and
+    closed with ``files``; a close that fails (a full disk) names the file."""
+    if path is None:
+        return None
+    if str(path) == "-":
+        return line_writer(sys.stdout.buffer, "stdout")
+    handle = path.open("wb")
+
+    def close() -> None:
+        try:
+            handle.close()  # writes what is buffered: may meet a full disk
+        except OSError as error:
+            raise OSError(error.errno, error.strerror, str(path)) from None
+
+    files.callback(close)
+    return line_writer(handle, str(path))
+
+
 def run(
     engine: Engine,
     paths: list[Path],

@@ -13,13 +13,14 @@ method from Wilson intervals, sound for small counts and rates near 0). Below
 
 from __future__ import annotations
 
+import csv
 import importlib.util
 import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import orjson
 from pydantic import ValidationError
@@ -279,6 +280,29 @@ def lift_text(row: dict[str, Any]) -> str:
     low, high = row["lift_low"] * 100, row["lift_high"] * 100
     verdict = "better" if low > 0 else "worse" if high < 0 else "no clear difference"
     return f"{points:+.1f} pts [{low:+.1f}, {high:+.1f}] ({verdict})"
+
+
+def write(report: Report, output_format: str, output: IO[str]) -> None:
+    """The report as a table (for people), CSV or JSON (for tools) to ``output``."""
+    if output_format == "json":
+        output.write(orjson.dumps(report.rows(), option=orjson.OPT_INDENT_2).decode() + "\n")
+    elif output_format == "csv":
+        rows = report.rows()
+        writer = csv.DictWriter(output, fieldnames=list(rows[0]) if rows else ["rule"])
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(
+                {k: orjson.dumps(v).decode() if isinstance(v, dict) else v for k, v in row.items()}
+            )
+    else:
+        from rich.console import Console
+
+        # Wide enough for every column on one line; a terminal narrower than that
+        # scrolls rather than folds the numbers.
+        console = Console(file=output, width=max(200, Console().width))
+        console.print(render_table(report))
+        if report.erased:
+            console.print(f"{report.erased} erasure(s) recorded")
 
 
 def render_table(report: Report) -> Any:

@@ -17,8 +17,8 @@ import pytest
 from tests.conftest import TRIGGERSTREAM, free_port, run_cli
 from tests.scenarios import RULES
 from tests.worker_support import create_topics, read_topic
-from triggerstream.cli import _port_is_free
 from triggerstream.events import INPUT_TOPICS
+from triggerstream.ports import port_is_free
 from triggerstream.settings import Settings
 
 SUMMARY = re.compile(
@@ -63,7 +63,7 @@ def test_the_demo_shows_triggers_within_30_seconds_and_cleans_up_after_itself() 
     assert f"http://127.0.0.1:{web_port}/metrics" in result.stdout
     assert "free-skip-limit" in result.stdout
     # Stopped in order: ports free again, its temporary directory gone, quickly.
-    assert _port_is_free(web_port)
+    assert port_is_free(web_port)
     assert not log_folder(result.stdout).exists()
     assert took < 120, f"the demo took {took:.0f} s for 20 s of traffic"
     assert "Traceback" not in result.stdout + result.stderr
@@ -109,8 +109,8 @@ def test_ctrl_c_stops_the_demo_cleanly_with_a_summary(tmp_path: Path) -> None:
             demo.wait()
     text = output.read_text()
     assert summary(text)["triggers"] > 0
-    assert _port_is_free(web_port)
-    assert _port_is_free(broker_port)
+    assert port_is_free(web_port)
+    assert port_is_free(broker_port)
     # --keep kept the logs: the worker stopped cleanly, committing on its way out.
     log = (tmp_path / "kept" / "worker.log").read_text()
     assert "Traceback" not in log

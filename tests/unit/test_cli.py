@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import orjson
@@ -83,3 +85,22 @@ def test_replay_reads_stdin_for_a_dash_as_produce_does(tmp_path: Path) -> None:
     twice = run_cli("replay", "--rules", str(RULES), "-", "-", env=offline_env(), stdin=b"")
     assert twice.returncode == 2
     assert twice.stderr.startswith("triggerstream: stdin ('-') can be read once")
+
+
+def test_python_m_triggerstream_cli_has_every_command_the_triggerstream_command_has() -> None:
+    # Its __main__ guard once stood before demo and loadgen were defined:
+    # `python -m triggerstream.cli demo` then said "No such command".
+    for command in (["demo"], ["loadgen"], []):
+        result = subprocess.run(
+            [sys.executable, "-m", "triggerstream.cli", *command, "--help"],
+            env=offline_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        shown = run_cli(*command, "--help", env=offline_env()).stdout
+        assert result.stdout == shown.replace(
+            "Usage: triggerstream", "Usage: python -m triggerstream.cli"
+        )

@@ -840,7 +840,7 @@ def test_the_build_context_has_what_the_wheel_needs() -> None:
 def test_the_dockerignore_keeps_local_state_out() -> None:
     for path in (".git", ".venv", ".venv-ci", ".cache/prometheus", "src/x/__pycache__"):
         assert dockerignored(path), path
-    for path in ("src/triggerstream/cli.py", "topics/topics.yaml", "README.md"):
+    for path in ("src/triggerstream/cli/__init__.py", "topics/topics.yaml", "README.md"):
         assert not dockerignored(path), path
 
 

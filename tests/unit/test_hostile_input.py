@@ -147,7 +147,7 @@ FORBIDDEN = {
 }
 ALLOWED = {("orjson", "loads"), ("json", "loads"), ("asyncio", "run")}
 INPUT_MODULES = [
-    SOURCE / "events.py",
+    *(SOURCE / "events").glob("*.py"),
     *(SOURCE / "core").glob("*.py"),
     *(SOURCE / "rules").glob("*.py"),
 ]

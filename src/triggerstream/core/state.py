@@ -16,6 +16,9 @@ from typing import Any
 
 import orjson
 
+# The names conditions may use are words of the rules language, kept by the rules.
+from triggerstream.rules.state_names import TIME_STATE_NAMES as TIME_STATE_NAMES
+
 Scalar = str | int | float | bool | None
 
 MAX_OWNED = 256
@@ -188,41 +191,7 @@ _DEFAULTS: dict[str, Any] = {
 _timer_values = operator.attrgetter(*(f.name for f in dataclasses.fields(Timer)))
 _touch_values = operator.attrgetter(*(f.name for f in dataclasses.fields(Touch)))
 
-# --- names rule conditions may use (DESIGN.md section 5) ------------------------------
-
-TIME_STATE_NAMES = frozenset({"trial_ends_at", "renews_at", "last_seen_at"})
-STATE_NAMES: tuple[str, ...] = (
-    "plan",
-    "first_name",
-    "locale",
-    "country",
-    "timezone",
-    "nps_score",
-    "nps_category",
-    "open_tickets",
-    "owned",
-    "orders_count",
-    "total_spent",
-    "trial_ends_at",
-    "renews_at",
-    "billing_period",
-    "last_seen_at",
-    "in_session",
-    "in_critical_workflow",
-    "onboarding_steps",
-    "consent_in_app",
-    "consent_push",
-    "consent_email",
-    "offers_opt_out",
-)
-
-
-def is_state_name(name: str) -> bool:
-    return name in STATE_NAMES or (name.startswith("attributes.") and len(name) > 11)
-
-
-def state_names_hint() -> str:
-    return f"known: {', '.join(STATE_NAMES)}, attributes.<name>"
+# --- what a rule's profile condition sees (its names: rules/state_names.py) ----------
 
 
 def nps_category(score: int | None) -> str | None:

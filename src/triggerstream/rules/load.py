@@ -16,9 +16,9 @@ from typing import Any
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
-from triggerstream.core.state import is_state_name, state_names_hint
 from triggerstream.events import EVENT_TYPES
 from triggerstream.rules.model import Catalog, Experiment, Offer, Policy, Rule, RulesFile
+from triggerstream.rules.state_names import is_state_name, state_names_hint
 
 Path_ = tuple[str | int, ...]
 

@@ -1,0 +1,79 @@
+"""What several commands share: their settings, the Kafka flags, and checks made before
+anything runs (a file that cannot be written, a rules file that cannot be used)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+from pydantic import ValidationError
+
+from triggerstream.cli.app import fail
+from triggerstream.settings import Settings
+
+if TYPE_CHECKING:
+    from triggerstream.rules.load import RulesError
+
+F = TypeVar("F", bound=Callable[..., Any])
+OUTPUT = click.Path(dir_okay=False, allow_dash=True, path_type=Path)
+"""A file a command writes ('-': stdout), checked with :func:`writable` before use."""
+
+
+def build_settings(**flags: Any) -> Settings:
+    """Settings from the environment, with the flags that were given on top."""
+    overrides = {name: value for name, value in flags.items() if value is not None}
+    try:
+        return Settings(**overrides)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"TRIGGERSTREAM_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+            if e["loc"]
+            else e["msg"].removeprefix("Value error, ")
+            for e in error.errors(include_url=False)
+        )
+        fail(f"invalid settings: {problems}")
+        raise AssertionError("unreachable") from None
+
+
+def kafka_flags(command: F) -> F:
+    """The flags every command that talks to Kafka takes."""
+    command = click.option(
+        "--topic-prefix",
+        default=None,
+        help="Prepended to every topic name [env TRIGGERSTREAM_TOPIC_PREFIX].",
+    )(command)
+    return click.option(
+        "--bootstrap",
+        "kafka_bootstrap",
+        default=None,
+        metavar="HOST:PORT",
+        help="Kafka bootstrap servers [env TRIGGERSTREAM_KAFKA_BOOTSTRAP, default localhost:9092].",
+    )(command)
+
+
+def writable(path: Path, flag: str) -> None:
+    """Fail now, before anything runs or is written, when ``path`` cannot be written
+    as a file: a folder, or in a folder that does not exist or is not writable."""
+    if str(path) == "-":
+        return
+    if path.is_dir():
+        fail(f"{flag} {path}: is a folder; give a file name")
+    folder = path.parent
+    if not folder.is_dir():
+        missing = "is not a folder" if folder.exists() else "does not exist"
+        fail(f"{flag} {path}: the folder {folder} {missing}")
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        fail(f"{flag} {path}: not writable")
+
+
+def unusable_rules(path: Path, error: RulesError) -> str:
+    """One line for a rules file that cannot be used: the first problem, and how to
+    see them all."""
+    return (
+        f"{path} has {len(error.problems)} problem(s), first: "
+        f"{error.problems[0].render(str(path))}; "
+        f"see all with `triggerstream rules check {path}`"
+    )

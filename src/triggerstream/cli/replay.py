@@ -1,0 +1,165 @@
+"""``triggerstream replay``: the rules over files of events, no broker."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import click
+
+from triggerstream import collector
+from triggerstream.cli.app import fail, main
+from triggerstream.cli.options import OUTPUT, build_settings, unusable_rules, writable
+
+
+@main.command()
+@click.option(
+    "--rules",
+    "rules_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The rules file [env TRIGGERSTREAM_RULES].",
+)
+@click.argument(
+    "events",
+    nargs=-1,
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, allow_dash=True, path_type=Path),
+)
+@click.option("--triggers", type=OUTPUT, default="-", show_default="stdout")
+@click.option("--decisions", type=OUTPUT, default=None, help="Write decision records.")
+@click.option("--attributions", type=OUTPUT, default=None, help="Write attribution records.")
+@click.option("--dlq", type=OUTPUT, default=None, help="Write invalid lines, with why.")
+@click.option(
+    "--until",
+    default=None,
+    metavar="TIMESTAMP",
+    help="Fire timers due up to this RFC 3339 time at the end (default: the last event's).",
+)
+@click.option(
+    "--now",
+    default=None,
+    metavar="TIMESTAMP",
+    help="When the events are read (RFC 3339): one dated more than TRIGGERSTREAM_MAX_FUTURE "
+    "(1h) after it is refused from_future, as the worker refuses it on its clock "
+    "[default: the wall clock].",
+)
+@click.option(
+    "--partitions",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Input partitions whose orders teach cross-sell apart, as the worker's do "
+    "[env TRIGGERSTREAM_PARTITIONS, default topics/topics.yaml's 8].",
+)
+def replay(
+    rules_file: Path | None,
+    events: tuple[Path, ...],
+    triggers: Path,
+    decisions: Path | None,
+    attributions: Path | None,
+    dlq: Path | None,
+    until: str | None,
+    now: str | None,
+    partitions: int | None,
+) -> None:
+    """Run the rules over EVENTS (JSON Lines, each an event with its "topic"; '-' reads
+    stdin), no broker.
+
+    Writes trigger records as JSON Lines (stdout by default) and a summary to stderr:
+    lines read, invalid ones by reason, duplicates, decisions by outcome. Invalid lines
+    are counted and skipped. Timers run on event time: what was due by the last event
+    (or --until) fires. The same events give the same trigger ids as the worker.
+    Co-purchase counts for cross-sell are learned per input partition (a user's
+    partition as Kafka's default partitioner picks it), as a worker learns them.
+    """
+    from triggerstream import replay as replaying
+    from triggerstream.core.engine import Engine
+    from triggerstream.rules.load import RulesError, load_rules
+    from triggerstream.topics import input_partitions
+
+    settings = build_settings()
+    path = rules_file or settings.rules
+    partitions = partitions or settings.partitions or input_partitions()
+    if path is None:
+        fail("no rules file: pass --rules FILE or set TRIGGERSTREAM_RULES")
+        return
+    try:
+        loaded = load_rules(path)
+    except RulesError as error:
+        fail(f"replay needs a valid rules file: {unusable_rules(path, error)}")
+        return
+    if sum(str(path) == "-" for path in events) > 1:
+        fail("stdin ('-') can be read once; name it once among EVENTS")
+    until_at = _timestamp("--until", until) if until else None
+    now_at = _timestamp("--now", now) if now else None
+    named = {"--triggers": triggers, "--decisions": decisions, "--attributions": attributions}
+    named["--dlq"] = dlq
+    for flag, output in named.items():
+        if output is not None:
+            writable(output, flag)
+    # Opened only now: an unusable rules file or argument leaves every file as it was.
+    with contextlib.ExitStack() as files:
+        outputs = replaying.Outputs(
+            triggers=replaying.file_writer(triggers, files),
+            decisions=replaying.file_writer(decisions, files),
+            attributions=replaying.file_writer(attributions, files),
+            dead_letters=replaying.file_writer(dlq, files),
+        )
+        collector.for_many_objects()  # a state per user, alive to the end
+        with _progress(events) as advance:
+            summary = replaying.run(
+                Engine(loaded),
+                list(events),
+                outputs,
+                until_at,
+                advance,
+                partitions,
+                now=now_at,
+                max_future=settings.max_future,
+            )
+    sys.stdout.buffer.flush()
+    click.echo(summary.render(), err=True)
+
+
+def _timestamp(flag: str, text: str) -> float:
+    """POSIX seconds of a flag's RFC 3339 time, or one line saying what is wrong."""
+    try:
+        parsed = dt.datetime.fromisoformat(text)
+    except ValueError:
+        fail(f"{flag} {text!r} is not an RFC 3339 timestamp, e.g. 2026-12-01T00:00:00Z")
+        raise AssertionError("unreachable") from None
+    if parsed.tzinfo is None:
+        fail(f"{flag} {text!r} needs an offset, e.g. 2026-12-01T00:00:00Z")
+    return parsed.timestamp()
+
+
+@contextlib.contextmanager
+def _progress(paths: tuple[Path, ...]) -> Iterator[Callable[[int], None] | None]:
+    """A progress bar on a terminal for inputs over 10 MB; nothing otherwise."""
+    size = sum(path.stat().st_size for path in paths if str(path) != "-")
+    if not sys.stderr.isatty() or size < 10_000_000:
+        yield None
+        return
+    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        DownloadColumn(),
+        TimeRemainingColumn(),
+        transient=True,
+    ) as bar:
+        task = bar.add_task("replaying", total=size)
+        done = 0
+
+        def advance(count: int) -> None:
+            nonlocal done
+            done += count
+            if done >= 1_000_000:
+                bar.advance(task, done)
+                done = 0
+
+        yield advance

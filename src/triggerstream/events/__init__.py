@@ -1,0 +1,227 @@
+"""Input events: the envelope of DESIGN.md section 4 and the properties of every type.
+
+Every message on an input topic is one JSON object, the envelope
+``{event_id, user_id, type, occurred_at, properties}``. Each event type is a model of
+its own whose ``properties`` are typed; the five input topics each accept a
+discriminated union of their types. Anything a model refuses raises
+:class:`InvalidEvent`, which carries a short ``code`` (bounded, for metrics and
+summaries) and a ``reason`` a person can read.
+
+Validation is strict where a producer could be silently misread: strings must be JSON
+strings, integers JSON integers, booleans JSON booleans, and timestamps RFC 3339 strings
+with an offset. Unknown fields are ignored, so producers may add fields.
+
+One idea a module: ``fields`` (the value types), ``envelope`` (what every event
+carries, and its time), one module per input topic (``usage``, ``purchase``,
+``support``, ``profile``, ``feedback``), ``vocabulary`` (the unions and tables of
+types), ``invalid`` (the reason codes) and ``decode`` (bytes and lines to events).
+Everything is imported from here.
+"""
+
+from __future__ import annotations
+
+from triggerstream.events.decode import (
+    BOM,
+    MAX_EVENT_BYTES,
+    decode_event,
+    decode_line,
+    encode_event,
+    refuse_future,
+    validate_event,
+)
+from triggerstream.events.envelope import (
+    EmptyProperties,
+    Envelope,
+    Properties,
+)
+from triggerstream.events.feedback import (
+    FeedbackEnvelope,
+    OfferClicked,
+    OfferDelivered,
+    OfferDismissed,
+    OfferFeedbackProperties,
+    OfferShown,
+    OfferSnoozed,
+    OfferSnoozedProperties,
+    Unsubscribed,
+    UnsubscribedProperties,
+)
+from triggerstream.events.fields import (
+    EARLIEST_TIME,
+    LATEST_TIME,
+    Amount,
+    AttributeValue,
+    BillingPeriod,
+    Channel,
+    Country,
+    Currency,
+    Locale,
+    Name,
+    Quantity,
+    Text,
+    Timestamp,
+    TimeZone,
+)
+from triggerstream.events.invalid import (
+    InvalidEvent,
+)
+from triggerstream.events.profile import (
+    ConsentUpdated,
+    ConsentUpdatedProperties,
+    ErasureRequested,
+    PreferencesUpdated,
+    PreferencesUpdatedProperties,
+    ProfileEnvelope,
+    ProfileUpdated,
+    ProfileUpdatedProperties,
+)
+from triggerstream.events.purchase import (
+    CartItem,
+    CheckoutStarted,
+    CheckoutStartedProperties,
+    OrderCompleted,
+    OrderCompletedProperties,
+    OrderItem,
+    PurchaseEnvelope,
+    SubscriptionCancelled,
+    SubscriptionCancelledProperties,
+    SubscriptionRenewed,
+    SubscriptionRenewedProperties,
+    SubscriptionStarted,
+    SubscriptionStartedProperties,
+    TrialStarted,
+    TrialStartedProperties,
+)
+from triggerstream.events.support import (
+    NpsSubmitted,
+    NpsSubmittedProperties,
+    SupportEnvelope,
+    TicketOpened,
+    TicketOpenedProperties,
+    TicketResolved,
+    TicketResolvedProperties,
+)
+from triggerstream.events.usage import (
+    FeatureUsed,
+    FeatureUsedProperties,
+    LockedFeatureClicked,
+    LockedFeatureClickedProperties,
+    OnboardingStepCompleted,
+    OnboardingStepCompletedProperties,
+    QuotaUsage,
+    QuotaUsageProperties,
+    SessionEnded,
+    SessionStarted,
+    SessionStartedProperties,
+    UsageEnvelope,
+    WorkflowCompleted,
+    WorkflowCompletedProperties,
+    WorkflowStarted,
+    WorkflowStartedProperties,
+)
+from triggerstream.events.vocabulary import (
+    EVENT_TYPES,
+    EVENT_UNIONS,
+    INPUT_TOPICS,
+    SHORT_TOPIC_NAMES,
+    Event,
+    FeedbackEvent,
+    ProfileEvent,
+    PurchaseEvent,
+    SupportEvent,
+    UsageEvent,
+)
+
+__all__ = [
+    "BOM",
+    "EARLIEST_TIME",
+    "EVENT_TYPES",
+    "EVENT_UNIONS",
+    "INPUT_TOPICS",
+    "LATEST_TIME",
+    "MAX_EVENT_BYTES",
+    "SHORT_TOPIC_NAMES",
+    "Amount",
+    "AttributeValue",
+    "BillingPeriod",
+    "CartItem",
+    "Channel",
+    "CheckoutStarted",
+    "CheckoutStartedProperties",
+    "ConsentUpdated",
+    "ConsentUpdatedProperties",
+    "Country",
+    "Currency",
+    "EmptyProperties",
+    "Envelope",
+    "ErasureRequested",
+    "Event",
+    "FeatureUsed",
+    "FeatureUsedProperties",
+    "FeedbackEnvelope",
+    "FeedbackEvent",
+    "InvalidEvent",
+    "Locale",
+    "LockedFeatureClicked",
+    "LockedFeatureClickedProperties",
+    "Name",
+    "NpsSubmitted",
+    "NpsSubmittedProperties",
+    "OfferClicked",
+    "OfferDelivered",
+    "OfferDismissed",
+    "OfferFeedbackProperties",
+    "OfferShown",
+    "OfferSnoozed",
+    "OfferSnoozedProperties",
+    "OnboardingStepCompleted",
+    "OnboardingStepCompletedProperties",
+    "OrderCompleted",
+    "OrderCompletedProperties",
+    "OrderItem",
+    "PreferencesUpdated",
+    "PreferencesUpdatedProperties",
+    "ProfileEnvelope",
+    "ProfileEvent",
+    "ProfileUpdated",
+    "ProfileUpdatedProperties",
+    "Properties",
+    "PurchaseEnvelope",
+    "PurchaseEvent",
+    "Quantity",
+    "QuotaUsage",
+    "QuotaUsageProperties",
+    "SessionEnded",
+    "SessionStarted",
+    "SessionStartedProperties",
+    "SubscriptionCancelled",
+    "SubscriptionCancelledProperties",
+    "SubscriptionRenewed",
+    "SubscriptionRenewedProperties",
+    "SubscriptionStarted",
+    "SubscriptionStartedProperties",
+    "SupportEnvelope",
+    "SupportEvent",
+    "Text",
+    "TicketOpened",
+    "TicketOpenedProperties",
+    "TicketResolved",
+    "TicketResolvedProperties",
+    "TimeZone",
+    "Timestamp",
+    "TrialStarted",
+    "TrialStartedProperties",
+    "Unsubscribed",
+    "UnsubscribedProperties",
+    "UsageEnvelope",
+    "UsageEvent",
+    "WorkflowCompleted",
+    "WorkflowCompletedProperties",
+    "WorkflowStarted",
+    "WorkflowStartedProperties",
+    "decode_event",
+    "decode_line",
+    "encode_event",
+    "refuse_future",
+    "validate_event",
+]
