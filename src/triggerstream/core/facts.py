@@ -88,6 +88,14 @@ def _own(state: UserState, product: str) -> None:
     del state.owned[:-MAX_OWNED]
 
 
+def _order_completed(state: UserState, props: Any, at: float) -> None:
+    skus = [item.sku for item in props.items]
+    for sku in skus:
+        _own(state, sku)
+    state.orders_count += 1
+    state.total_spent += float(props.total)
+
+
 def _subscription_started(state: UserState, props: Any, at: float) -> None:
     _own(state, props.plan)
     state.plan = props.plan
@@ -179,14 +187,6 @@ def latest_word(state: UserState, fact: str, at: float) -> bool:
         return False
     state.said_at[fact] = at
     return True
-
-
-def _order_completed(state: UserState, props: Any, at: float) -> None:
-    skus = [item.sku for item in props.items]
-    for sku in skus:
-        _own(state, sku)
-    state.orders_count += 1
-    state.total_spent += float(props.total)
 
 
 FACTS: dict[str, Callable[[UserState, Any, float], None]] = {

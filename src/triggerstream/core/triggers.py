@@ -66,12 +66,6 @@ def on_event(
     return Match(rule, now, event.event_id, qualified, at, None, facts, summary, basket)
 
 
-# The window ends at the user's clock: an event that arrives late counts if it falls
-# inside the last `within`, and one older than that changes nothing now (no trigger for a
-# moment long gone). Below the threshold, or for a user the rule's profile excludes,
-# nothing more is done (no facts, no sentence).
-
-
 def on_count(
     rule: CompiledRule,
     state: UserState,
@@ -85,6 +79,10 @@ def on_count(
     rule's window; a match once the window holds ``at_least``."""
     entries = _window(state, rule)
     add(entries, at, 1.0, rule.within)
+    # The window ends at the user's clock: an event that arrives late counts if it falls
+    # inside the last `within`, and one older than that changes nothing now (no trigger
+    # for a moment long gone). Below the threshold, or for a user the rule's profile
+    # excludes, nothing more is done (no facts, no sentence). The same for a sum.
     count = window_count(entries, now, rule.within)
     if count < rule.at_least or not rule.profile_holds(state):
         return None
