@@ -164,15 +164,20 @@ class Engine:
     ) -> list[Match]:
         """The matches to decide now of every rule the event concerns."""
         now = state.latest_at  # the user's clock (triggers.py)
-        found = match_listeners(
-            self.on_type.get(qualified, ()), state, event, qualified, at, now, basket
+        listeners = self.on_type.get(qualified)
+        found = (
+            match_listeners(listeners, state, event, qualified, at, now, basket)
+            if listeners is not None
+            else []
         )
         if qualified == "usage.quota_usage":
             found += match_quota(self.quota_rules, state, event, at, now)
         elif qualified == "support.nps_submitted":
             found += match_nps(self.nps_rules, state, event, at, now)
-        set_deadlines(self.deadline_rules.get(qualified, ()), state, event, qualified, at, now)
-        return hold_delayed(state, found, at, now, basket)
+        deadlines = self.deadline_rules.get(qualified)
+        if deadlines is not None:
+            set_deadlines(deadlines, state, event, qualified, at, now)
+        return hold_delayed(state, found, at, now, basket) if found else found
 
     def _fire_due(self, user_id: str, state: UserState, now: float, step: Step) -> None:
         """:meth:`fire_due` into ``step``."""

@@ -9,7 +9,6 @@ and spell of silence). Timers due at one time are one moment, decided together.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
 from typing import Any
 
 from triggerstream.core import summaries
@@ -34,7 +33,7 @@ def set_timer(state: UserState, timer: Timer, replace: bool) -> None:
 
 
 def set_deadlines(
-    rules: Iterable[CompiledRule],
+    rules: list[CompiledRule],
     state: UserState,
     event: Event,
     qualified: str,

@@ -9,7 +9,6 @@ Deadlines, delays and inactivity are timers (timers.py).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 from triggerstream.core import summaries
@@ -22,7 +21,7 @@ from triggerstream.events import Event
 
 
 def match_listeners(
-    rules: Iterable[CompiledRule],
+    rules: list[CompiledRule],
     state: UserState,
     event: Event,
     qualified: str,
@@ -77,7 +76,9 @@ def on_count(
 ) -> Match | None:
     """A ``count`` rule: the event (a skip, a locked feature clicked) is counted in the
     rule's window; a match once the window holds ``at_least``."""
-    entries = _window(state, rule)
+    entries = state.windows.get(rule.id)
+    if entries is None:
+        entries = state.windows[rule.id] = []
     add(entries, at, 1.0, rule.within)
     # The window ends at the user's clock: an event that arrives late counts if it falls
     # inside the last `within`, and one older than that changes nothing now (no trigger
@@ -102,7 +103,9 @@ def on_sum(
 ) -> Match | None:
     """A ``sum`` rule: the event's ``field`` is added to the rule's window; a match once
     the sum reaches ``at_least``."""
-    entries = _window(state, rule)
+    entries = state.windows.get(rule.id)
+    if entries is None:
+        entries = state.windows[rule.id] = []
     add(entries, at, float(getattr(event.properties, rule.spec.field)), rule.within)
     count, summed = total(entries, now, rule.within)
     if summed < rule.at_least or not rule.profile_holds(state):
@@ -113,13 +116,6 @@ def on_sum(
         f"{summaries.plural(rule.noun, count)} in the last {rule.within_text}"
     )
     return Match(rule, now, event.event_id, qualified, at, None, facts, summary, basket)
-
-
-def _window(state: UserState, rule: CompiledRule) -> list[tuple[float, float]]:
-    entries = state.windows.get(rule.id)
-    if entries is None:
-        entries = state.windows[rule.id] = []
-    return entries
 
 
 def match_quota(
