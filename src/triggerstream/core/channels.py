@@ -11,10 +11,10 @@ import datetime as dt
 from functools import cache
 from zoneinfo import ZoneInfo
 
+from triggerstream.core.caps import FrequencyCaps
 from triggerstream.core.state import UserState
 from triggerstream.core.summaries import span
-from triggerstream.core.windows import count_in
-from triggerstream.rules.model import FrequencyCap, QuietHours
+from triggerstream.rules.model import QuietHours
 
 
 class ChannelRouter:
@@ -22,11 +22,11 @@ class ChannelRouter:
         self,
         session_timeout: float,
         quiet_hours: QuietHours | None,
-        channel_caps: list[FrequencyCap],
+        caps: FrequencyCaps,
     ) -> None:
         self.session_timeout = session_timeout
         self.quiet = quiet_hours.minutes if quiet_hours else None
-        self.caps = channel_caps
+        self.caps = caps
 
     def choose(
         self, channels: list[str], state: UserState, at: float
@@ -66,12 +66,7 @@ class ChannelRouter:
                 if _within(local.hour * 60 + local.minute, *self.quiet):
                     zone = state.timezone or "UTC"
                     return f"quiet hours ({local:%H:%M} {zone})"
-        for cap in self.caps:
-            if cap.channel == channel:
-                per = cap.per.total_seconds()
-                if count_in(state.sent, at, per, channel) >= cap.max:
-                    return f"cap of {cap.max} per {span(per)} reached"
-        return None
+        return self.caps.reached(state, at, channel)
 
     @staticmethod
     def local_time(state: UserState, at: float) -> dt.datetime:

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from triggerstream.core.caps import FrequencyCaps
 from triggerstream.core.channels import ChannelRouter
 from triggerstream.core.ids import bucket
 from triggerstream.core.state import UserState
 from triggerstream.core.summaries import span, when
-from triggerstream.core.windows import count_in
 from triggerstream.rules.model import Policy
 
 
@@ -45,11 +45,9 @@ class SuppressionPolicy:
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
         self.suppress = policy.suppress
-        self.caps = [cap for cap in policy.frequency_caps if cap.channel is None]
+        self.caps = FrequencyCaps(policy.frequency_caps)
         self.router = ChannelRouter(
-            policy.in_app_session_timeout.total_seconds(),
-            policy.quiet_hours,
-            [cap for cap in policy.frequency_caps if cap.channel is not None],
+            policy.in_app_session_timeout.total_seconds(), policy.quiet_hours, self.caps
         )
         self.dismiss_for = (
             policy.dismiss_cooldown.total_seconds() if policy.dismiss_cooldown else None
@@ -123,14 +121,9 @@ class SuppressionPolicy:
                 "cooldown",
                 f"rule last triggered {when(last)}; cooldown {span(match.cooldown)}",
             )
-        for cap in self.caps:
-            per = cap.per.total_seconds()
-            sent = count_in(state.sent, at, per, None)
-            if sent >= cap.max:
-                return _suppressed(
-                    "frequency_cap",
-                    f"{sent} offer(s) in the last {span(per)} (cap {cap.max} per {span(per)})",
-                )
+        capped = self.caps.reached(state, at)
+        if capped is not None:
+            return _suppressed("frequency_cap", capped)
         if self.in_holdout(user_id):
             return Verdict(
                 "holdout",
@@ -143,15 +136,10 @@ class SuppressionPolicy:
         detail = f"sent on {channel}" + (f" (skipped {'; '.join(skipped)})" if skipped else "")
         return Verdict("emitted", None, detail, channel)
 
-    def record(self, state: UserState, rule_id: str, verdict: Verdict, at: float) -> None:
-        """An emitted or held-out decision counts toward cooldowns and caps."""
+    def count(self, state: UserState, rule_id: str, verdict: Verdict, at: float) -> None:
+        """An emitted or held-out decision counts toward the rule's cooldown and the caps."""
         state.last_trigger[rule_id] = max(at, state.last_trigger.get(rule_id, at))
-        state.sent.append((at, verdict.channel))
-        state.sent.sort()
-        longest = max((cap.per.total_seconds() for cap in self.policy.frequency_caps), default=0)
-        horizon = state.sent[-1][0] - longest
-        if state.sent[0][0] <= horizon:
-            state.sent = [entry for entry in state.sent if entry[0] > horizon]
+        self.caps.count(state, at, verdict.channel)
 
 
 def _suppressed(reason: str, detail: str) -> Verdict:

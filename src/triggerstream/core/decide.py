@@ -1,0 +1,222 @@
+"""Deciding the matches of one moment: the policy judges each in priority order, and
+what it decides is recorded with everything it leaves behind.
+
+At one moment (an event, or timers due at one time) at most one offer goes out: the
+first match, by priority then file order, that the policy lets through; every other
+match is suppressed as ``lower_priority``. Every match gets a decision record.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from triggerstream.core import attribution
+from triggerstream.core.ids import decision_id, erasure_decision_id, trigger_id
+from triggerstream.core.policy import Candidate, SuppressionPolicy, Verdict
+from triggerstream.core.recommend import CoPurchaseCounts
+from triggerstream.core.records import (
+    CausedBy,
+    Decision,
+    Offer,
+    OfferItem,
+    Personalization,
+    Trigger,
+    TriggerReason,
+    utc,
+)
+from triggerstream.core.rule import CompiledRule, Match
+from triggerstream.core.state import Touch, UserState
+from triggerstream.core.step import Step
+from triggerstream.rules.model import RulesFile
+
+
+class Decider:
+    """The policy applied to matches, and their decisions recorded."""
+
+    def __init__(
+        self, rules: RulesFile, policy: SuppressionPolicy, copurchases: CoPurchaseCounts
+    ) -> None:
+        self.rules = rules
+        self.policy = policy
+        self.copurchases = copurchases
+        self.attribution_window = rules.policy.attribution.window.total_seconds()
+
+    def decide(self, user_id: str, state: UserState, matches: list[Match], step: Step) -> None:
+        """Decide the matches of one moment in priority order (ties: file order)."""
+        taken: CompiledRule | None = None
+        if len(matches) > 1:
+            matches = sorted(matches, key=_priority)
+        for match in matches:
+            rule = match.rule
+            items = self._items(state, rule, match.basket)
+            candidate = (
+                Candidate(
+                    rule_id=rule.id,
+                    offer_id=rule.offer_id,
+                    product=rule.offer.product,
+                    wants_items=True,
+                    items=tuple(sku for sku, _ in items),
+                    cooldown=rule.cooldown,
+                    channels=rule.channels,
+                )
+                if rule.wants_items
+                else rule.candidate
+            )
+            verdict = self.policy.judge(user_id, state, candidate, match.at)
+            if verdict.outcome != "suppressed" and taken is not None:
+                verdict = Verdict(
+                    "suppressed",
+                    "lower_priority",
+                    f"rule {taken.id} (priority {taken.priority}) was chosen at this moment",
+                )
+            if verdict.outcome != "suppressed":
+                taken = rule
+            self._conclude(user_id, state, match, verdict, items, step)
+
+    def _items(
+        self, state: UserState, rule: CompiledRule, basket: tuple[str, ...]
+    ) -> list[tuple[str, float]]:
+        """The recommended items of a cross-sell offer (none for any other)."""
+        recommend = rule.offer.recommend
+        if recommend is None:
+            return []
+        return self.copurchases.recommend(
+            basket,
+            self.rules.catalog.complements,
+            exclude=set(state.owned),
+            max_items=recommend.max_items,
+        )
+
+    def _conclude(
+        self,
+        user_id: str,
+        state: UserState,
+        match: Match,
+        verdict: Verdict,
+        items: list[tuple[str, float]],
+        step: Step,
+    ) -> None:
+        """What a verdict leaves behind. Emitted or held out, it counts toward the rule's
+        cooldown and the caps and is a touch a later purchase may be credited to; every
+        verdict is recorded as a decision, an emitted one with the trigger it sends."""
+        rule = match.rule
+        trigger = trigger_id(rule.id, user_id, match.cause_id, match.due)
+        variant = rule.variant(user_id)
+        experiment = rule.experiment.id if rule.experiment and variant else None
+        if verdict.outcome != "suppressed":
+            self.policy.count(state, rule.id, verdict, match.at)
+            attribution.remember(
+                state,
+                Touch(
+                    at=match.at,
+                    trigger_id=trigger,
+                    rule_id=rule.id,
+                    offer_id=rule.offer_id,
+                    channel=verdict.channel,
+                    experiment=experiment,
+                    variant=variant,
+                    group="treated" if verdict.outcome == "emitted" else "holdout",
+                    products=[p for p in (rule.offer.product, *(sku for sku, _ in items)) if p],
+                ),
+                self.attribution_window,
+            )
+        at = utc(match.at)
+        decision = Decision(
+            decision_id=decision_id(trigger),
+            user_id=user_id,
+            rule_id=rule.id,
+            outcome=verdict.outcome,
+            reason=verdict.reason,
+            detail=f"{match.summary}: {verdict.detail}",
+            trigger_id=trigger,
+            at=at,
+            channel=verdict.channel,
+            experiment=experiment,
+            variant=variant,
+        )
+        channel = verdict.channel
+        if verdict.outcome != "emitted" or channel is None:  # emitted: always a channel
+            step.record(decision)
+            return
+        step.record(
+            decision,
+            _trigger(user_id, state, match, channel, trigger, items, experiment, variant, at),
+        )
+
+
+def _trigger(
+    user_id: str,
+    state: UserState,
+    match: Match,
+    channel: str,
+    trigger: str,
+    items: list[tuple[str, float]],
+    experiment: str | None,
+    variant: str | None,
+    at: dt.datetime,
+) -> Trigger:
+    """The trigger an emitted decision sends: the rule's offer, with the overrides of
+    the user's experiment variant, the facts that matched and the user's personalization."""
+    rule = match.rule
+    offer = rule.offer
+    title, benefits = offer.title, offer.benefits
+    discount, expires_after = offer.discount_percent, offer.expires_after
+    if rule.experiment and variant:
+        chosen = rule.experiment.variants[variant]
+        title = chosen.title if chosen.title is not None else title
+        benefits = chosen.benefits if chosen.benefits is not None else benefits
+        if chosen.discount_percent is not None:
+            discount = chosen.discount_percent
+        if chosen.expires_after is not None:
+            expires_after = chosen.expires_after
+    return Trigger(
+        trigger_id=trigger,
+        user_id=user_id,
+        rule_id=rule.id,
+        offer=Offer(
+            id=rule.offer_id,
+            kind=offer.kind,
+            product=offer.product,
+            title=title,
+            benefits=list(benefits),
+            discount_percent=float(discount),
+            expires_at=at + expires_after,
+            items=[OfferItem(sku=sku, score=float(score)) for sku, score in items],
+        ),
+        channel=channel,
+        experiment=experiment,
+        variant=variant,
+        reason=TriggerReason(summary=match.summary, facts=match.facts),
+        personalization=Personalization(
+            first_name=state.first_name,
+            locale=state.locale,
+            country=state.country,
+            plan=state.plan,
+        ),
+        caused_by=CausedBy(
+            event_id=match.cause_id,
+            type=match.cause_type,
+            occurred_at=utc(match.cause_at),
+        ),
+        triggered_at=at,
+        emitted_at=at,
+    )
+
+
+def erasure(user_id: str, event_id: str, at: float) -> Decision:
+    """The decision an erasure request leaves: the only record of the user after it."""
+    return Decision(
+        decision_id=erasure_decision_id(user_id, event_id),
+        user_id=user_id,
+        rule_id=None,
+        outcome="erased",
+        reason=None,
+        detail="erasure requested: every fact, window, timer, dedupe id and attribution "
+        "candidate of the user was deleted",
+        trigger_id=None,
+        at=utc(at),
+    )
+
+
+def _priority(match: Match) -> tuple[int, int]:
+    return match.rule.sort_key()
