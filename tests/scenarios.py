@@ -1,4 +1,4 @@
-"""The scenarios of DESIGN.md section 1 as input events, with the decisions the design
+"""The scenarios of docs/contract.md section 1 as input events, with the decisions the design
 asks of each, for the example rules (examples/rules.yaml). Replay's tests and the
 worker's parity test both run them."""
 

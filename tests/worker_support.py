@@ -178,7 +178,7 @@ def write_lines(path: Path, lines: Iterable[dict[str, Any]]) -> Path:
 
 
 def read_topic(settings: Settings, name: str, idle: float = 1.5) -> list[dict[str, Any]]:
-    """Every record of a topic (by its DESIGN name), from the beginning."""
+    """Every record of a topic (by its name without the prefix), from the beginning."""
 
     async def read() -> list[dict[str, Any]]:
         return [

@@ -1,6 +1,6 @@
 """Talking to Kafka: waiting for a broker, provisioning topics, producing and tailing.
 
-The commands of DESIGN.md section 9 are thin wrappers over these coroutines.
+The commands of docs/contract.md section 9 are thin wrappers over these coroutines.
 """
 
 from __future__ import annotations

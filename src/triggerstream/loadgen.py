@@ -90,7 +90,7 @@ async def follow(
     on_record: Callable[[str, dict[str, Any]], None],
     stop: asyncio.Event,
 ) -> None:
-    """Hand every new record of ``topics`` (DESIGN names) to ``on_record(topic, value)``
+    """Hand every new record of ``topics`` (names without the prefix) to ``on_record(topic, value)``
     as it arrives, from now on, until ``stop`` is set. Reads without a consumer group."""
     names = {settings.topic(topic): topic for topic in topics}
     async with reading(settings, names, fetch_max_wait_ms=100) as (consumer, assigned):

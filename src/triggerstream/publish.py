@@ -9,7 +9,7 @@
             properties=FeatureUsedProperties(feature="skip"),
         ))
 
-Events are validated by their models, serialized to the JSON of DESIGN.md section 4 and
+Events are validated by their models, serialized to the JSON of docs/contract.md section 4 and
 keyed by ``user_id`` so that one user's events stay in order on one partition. Services in
 other languages publish the same JSON, checked against ``topics/schemas/``.
 """

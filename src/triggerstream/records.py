@@ -1,4 +1,4 @@
-"""Output records (DESIGN.md section 8): triggers, decisions, attributions, dead letters.
+"""Output records (docs/contract.md section 8): triggers, decisions, attributions, dead letters.
 
 These are what notification services, auditors and analysts read. Each has a JSON Schema
 in ``topics/schemas/`` generated from the model here.
@@ -31,7 +31,7 @@ SuppressionReason: TypeAlias = Literal[
     "no_channel",
     "lower_priority",
 ]
-"""Why a match was not sent, in the order the policy checks them (DESIGN section 7).
+"""Why a match was not sent, in the order the policy checks them (docs/contract.md section 7).
 ``holdout`` is the reason of a held-out decision, not a suppression."""
 
 CHANNEL_TOPICS: dict[str, str] = {

@@ -1,4 +1,4 @@
-"""Settings (DESIGN.md section 10): read once from the environment at the edge.
+"""Settings (docs/contract.md section 10): read once from the environment at the edge.
 
 Every setting is ``TRIGGERSTREAM_<NAME>`` in the environment, and commands that need one
 also take it as a flag (a flag wins). Secrets are ``SecretStr``: their ``repr`` and
@@ -137,7 +137,7 @@ class Settings(BaseSettings):
             ) from None
 
     def topic(self, name: str) -> str:
-        """The broker-side name of a topic: the prefix, then its DESIGN name."""
+        """The broker-side name of a topic: the prefix, then its name without the prefix."""
         return f"{self.topic_prefix}{name}"
 
     def kafka_options(self) -> dict[str, Any]:

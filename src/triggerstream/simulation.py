@@ -33,7 +33,7 @@ from collections.abc import Callable
 from typing import Any
 
 Event = tuple[str, dict[str, Any]]
-"""An input topic (its DESIGN name) and an event envelope."""
+"""An input topic (its name without the prefix) and an event envelope."""
 
 PERSONAS: list[tuple[str, float]] = [
     ("listener", 0.40),

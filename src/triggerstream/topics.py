@@ -1,4 +1,4 @@
-"""The topic declarations of ``topics/topics.yaml`` (DESIGN.md section 3)."""
+"""The topic declarations of ``topics/topics.yaml`` (docs/contract.md section 3)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ TIMER_TICKS_TOPIC = "timer-ticks"
 """The worker's own topic: a message wakes a user whose timer fell due."""
 REPARTITION_TOPIC = "repartition"
 """The worker's own topic: input messages that reached another partition than their
-user's home partition, forwarded there (DESIGN.md section 12)."""
+user's home partition, forwarded there (docs/contract.md section 12)."""
 
 
 class TopicSpec(BaseModel):

@@ -1,4 +1,4 @@
-"""Input at the edge (DESIGN.md section 12) read by a real `triggerstream worker`: values
+"""Input at the edge (docs/contract.md section 12) read by a real `triggerstream worker`: values
 of any size, tombstones, events from the future, headers, records the broker refuses,
 messages off their user's home partition, and inputs that arrive late across topics."""
 

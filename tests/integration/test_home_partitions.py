@@ -1,4 +1,4 @@
-"""Services on other Kafka clients (DESIGN.md section 12): profiles and sessions from a
+"""Services on other Kafka clients (docs/contract.md section 12): profiles and sessions from a
 Java service, skips, feedback and erasures from a confluent-kafka one with its default
 partitioner (crc32: 7 users in 8 on another partition than murmur2 puts them). The
 worker decides as replay does, with one worker and with two, and keeps no state of a

@@ -48,7 +48,7 @@ SECTION_11 = {
     "triggerstream_consumer_lag": {"topic", "partition"},
     "triggerstream_users_tracked": set(),
 }
-"""DESIGN.md section 11: each metric (histograms by their count) and its labels."""
+"""docs/contract.md section 11: each metric (histograms by their count) and its labels."""
 
 
 def get(port: int, path: str) -> tuple[int, bytes]:

@@ -1,6 +1,6 @@
 """Producers other than our own, as product services run them: confluent-kafka
 (librdkafka) and the Java client. Where their keys land, and whether the worker reads
-every record batch they write (DESIGN.md section 12)."""
+every record batch they write (docs/contract.md section 12)."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 Independent of the code that enforces it: the policy is read from the rules file with a
 plain YAML load, the users' consent, opt-outs, snoozes and time zones are followed
 through the input events in event time, and every trigger sent is checked against them
-(DESIGN.md section 7): no more triggers than each frequency cap allows, none on a
+(docs/contract.md section 7): no more triggers than each frequency cap allows, none on a
 channel without consent, none while opted out or snoozed, no push or email in quiet
 hours.
 """

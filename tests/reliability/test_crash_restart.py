@@ -4,7 +4,7 @@ At the end every user's decisions are replay's for the same events: nothing lost
 event processed by the dead worker but not committed is processed again), nothing
 counted twice (its state changes were not stored, or stored with their offsets), and
 no trigger sent that replay does not send. What the dead worker had sent but not yet
-recorded as done is sent again, with the same ids (at-least-once; DESIGN.md: the
+recorded as done is sent again, with the same ids (at-least-once; docs/contract.md: the
 notification services drop a trigger_id they have seen).
 """
 

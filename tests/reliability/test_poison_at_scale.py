@@ -98,7 +98,7 @@ def test_every_kind_of_bad_input_amid_traffic_goes_to_the_dead_letter_topic(
     expected = replayed(events, tmp_path, cli_env)
 
     # A backlog: produced live, a user's events on two topics may arrive swapped and
-    # are then decided in arrival order (DESIGN.md), where replay has them in time order.
+    # are then decided in arrival order (docs/contract.md), where replay has them in time order.
     halves = len(bad) // 2
     asyncio.run(send_raw(settings, [(t, u.encode(), v) for u, t, v, _ in bad[:halves]]))
     produce(cli_env, events)

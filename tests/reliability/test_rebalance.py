@@ -94,7 +94,7 @@ class SteadyProducer(threading.Thread):
         """Wait until what was sent is on the broker, then keep to the rate. A user's
         next event on another topic is sent only after this: Kafka keeps the order
         within a topic partition, not across topics, and a worker processes a user's
-        events in the order they arrive (DESIGN.md)."""
+        events in the order they arrive (docs/contract.md)."""
         await asyncio.gather(*pending)
         self.sent += len(pending)
         pending.clear()

@@ -1,4 +1,4 @@
-"""A producer with a wrong clock (DESIGN.md section 12): an event dated more than
+"""A producer with a wrong clock (docs/contract.md section 12): an event dated more than
 MAX_FUTURE after it is read is refused ``from_future`` and changes nothing."""
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The input event models: what they accept, what they refuse, and why (DESIGN section 4)."""
+"""The input event models: what they accept, what they refuse, and why
+(docs/contract.md section 4)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Experiments, the holdout, attribution and erasure (DESIGN sections 5, 7, 8)."""
+"""Experiments, the holdout, attribution and erasure (docs/contract.md sections 5, 7, 8)."""
 
 from __future__ import annotations
 

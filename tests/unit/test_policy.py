@@ -1,4 +1,5 @@
-"""Every suppression reason at its boundary, channel routing, priority (DESIGN section 7)."""
+"""Every suppression reason at its boundary, channel routing, priority
+(docs/contract.md section 7)."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ import yaml
 from tests.conftest import ROOT, run_cli
 from triggerstream.rules.load import RulesError, load_rules, parse_rules
 
-DESIGN_EXAMPLE = """\
+CONTRACT_EXAMPLE = """\
 offers:
   premium:
     kind: upsell                 # upsell | cross_sell
@@ -110,7 +110,7 @@ EXPECTED = [
 
 
 def test_the_design_example_is_accepted() -> None:
-    rules = parse_rules(DESIGN_EXAMPLE)
+    rules = parse_rules(CONTRACT_EXAMPLE)
     assert [r.id for r in rules.rules] == ["free-skip-limit"]
     assert rules.policy.holdout.percent == 5
     assert rules.experiments[0].variants["twenty-off"].discount_percent == 20
@@ -140,7 +140,7 @@ def test_rules_check_command_prints_every_problem_and_exits_1(tmp_path: Path) ->
     assert len(result.stdout.splitlines()) == len(EXPECTED)
     assert f"{len(EXPECTED)} problem(s)" in result.stderr
     good = tmp_path / "good.yaml"
-    good.write_text(DESIGN_EXAMPLE)
+    good.write_text(CONTRACT_EXAMPLE)
     ok = run_cli("rules", "check", str(good), env=dict(os.environ))
     assert ok.returncode == 0
     assert "OK: 1 rule(s), 2 offer(s), 1 experiment(s)" in ok.stdout

@@ -1,4 +1,4 @@
-"""The scenarios of DESIGN.md section 1, end to end through `triggerstream replay`
+"""The scenarios of docs/contract.md section 1, end to end through `triggerstream replay`
 with the project's example rules (examples/rules.yaml)."""
 
 from __future__ import annotations

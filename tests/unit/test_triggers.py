@@ -1,4 +1,4 @@
-"""Every trigger kind at its boundaries (DESIGN.md section 6), through the replay shell."""
+"""Every trigger kind at its boundaries (docs/contract.md section 6), through the replay shell."""
 
 from __future__ import annotations
 

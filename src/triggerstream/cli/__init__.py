@@ -1,4 +1,4 @@
-"""The ``triggerstream`` command line (DESIGN.md section 9).
+"""The ``triggerstream`` command line (docs/contract.md section 9).
 
 Every command reads its settings once, from ``TRIGGERSTREAM_*`` and its flags (a flag
 wins). Problems a user can fix are one line on stderr with the fix, and exit status 2

@@ -1,4 +1,4 @@
-"""Channel routing (DESIGN.md section 7): the first of a rule's channels that may be used.
+"""Channel routing (docs/contract.md section 7): the first of a rule's channels that may be used.
 
 ``in_app`` needs an open session with recent activity and in-app consent not withdrawn;
 ``push`` and ``email`` need consent granted explicitly and no quiet hours. A frequency

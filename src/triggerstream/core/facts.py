@@ -30,7 +30,7 @@ ACTIVITY = frozenset(
     }
 )
 """Usage that shows the user is there: every usage event but quota_usage, which services
-may send without the user (DESIGN section 6)."""
+may send without the user (docs/contract.md section 6)."""
 
 
 def _nothing(state: UserState, props: Any, at: float) -> None:

@@ -1,4 +1,4 @@
-"""The suppression policy (DESIGN.md section 7): every check, in order, at one time.
+"""The suppression policy (docs/contract.md section 7): every check, in order, at one time.
 
 The first check that fails names the reason: ``opted_out``, ``already_owned``,
 ``nothing_to_recommend``, ``detractor``, ``open_tickets``, ``critical_workflow``,

@@ -1,4 +1,4 @@
-"""Per-user state (DESIGN.md section 5): what rule conditions and the policy can see.
+"""Per-user state (docs/contract.md section 5): what rule conditions and the policy can see.
 
 One :class:`UserState` per user, kept by the shell (a dict in replay, a RocksDB table in
 the worker) and changed only by the engine. Times are POSIX seconds (floats) inside the

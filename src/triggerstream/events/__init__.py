@@ -1,4 +1,4 @@
-"""Input events: the envelope of DESIGN.md section 4 and the properties of every type.
+"""Input events: the envelope of docs/contract.md section 4 and the properties of every type.
 
 Every message on an input topic is one JSON object, the envelope
 ``{event_id, user_id, type, occurred_at, properties}``. Each event type is a model of

@@ -18,7 +18,7 @@ T = TypeVar("T")
 
 
 def empty() -> Any:
-    # DESIGN section 4: `properties` defaults to {}; validated like any value (the
+    # docs/contract.md section 4: `properties` defaults to {}; validated like any value (the
     # envelope validates defaults), the type's own model then says what is required.
     return {}
 

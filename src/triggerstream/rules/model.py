@@ -1,4 +1,4 @@
-"""The rules file (DESIGN.md section 6) as pydantic models.
+"""The rules file (docs/contract.md section 6) as pydantic models.
 
 Field checks live on the models; checks that span the file (an unknown offer, a
 duplicate rule id, a property the event type does not have) are in

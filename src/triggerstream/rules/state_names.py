@@ -1,4 +1,4 @@
-"""The state names a rule's profile conditions may use (DESIGN.md section 5).
+"""The state names a rule's profile conditions may use (docs/contract.md section 5).
 
 They are words of the rules language: the loader checks a rules file against them, and
 the core, which computes what each name sees (``core/state.py``), takes them from here.

@@ -1,4 +1,4 @@
-"""The faust app of a worker, configured from the settings (DESIGN.md section 10)."""
+"""The faust app of a worker, configured from the settings (docs/contract.md section 10)."""
 
 from __future__ import annotations
 

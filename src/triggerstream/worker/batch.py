@@ -27,9 +27,10 @@ class Read:
 
     message: Any
     source: str
-    """The design name of the topic it was read from (an input, or ``repartition``)."""
+    """The name (without the prefix) of the topic it was read from (an input, or
+    ``repartition``)."""
     topic: str
-    """The design name of the input topic of its event (for a forwarded message, the
+    """The name (without the prefix) of the input topic of its event (for a forwarded message, the
     topic it was first published to)."""
     headers: Headers
     """Its headers, carried to the records it causes."""

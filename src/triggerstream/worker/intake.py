@@ -155,7 +155,7 @@ class Intake:
         )
 
     def consumer_lag(self, partitions: list[int]) -> dict[tuple[str, int], int]:
-        """Per input topic (its design name) and partition: the messages on the broker
+        """Per input topic (its name without the prefix) and partition: the messages on the broker
         (as the consumer last heard) not yet processed."""
         lag = {}
         for partition in partitions:

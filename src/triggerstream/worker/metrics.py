@@ -1,4 +1,4 @@
-"""The worker's Prometheus metrics (DESIGN.md section 11). The core returns facts; the
+"""The worker's Prometheus metrics (docs/contract.md section 11). The core returns facts; the
 worker counts them here. Labels stay bounded: rule ids, topics, types, reasons and
 channels, never a user or an event id."""
 

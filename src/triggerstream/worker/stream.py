@@ -1,4 +1,4 @@
-"""The stream worker's batch loop: the engine's pure core on Kafka (DESIGN.md sections
+"""The stream worker's batch loop: the engine's pure core on Kafka (docs/contract.md sections
 2 to 10).
 
 The consumer hands over every input message of a fetch at once; :class:`Intake`

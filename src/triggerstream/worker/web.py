@@ -1,4 +1,4 @@
-"""The worker's HTTP endpoints on ``TRIGGERSTREAM_WEB_PORT`` (DESIGN.md section 11),
+"""The worker's HTTP endpoints on ``TRIGGERSTREAM_WEB_PORT`` (docs/contract.md section 11),
 served by faust's web server, which starts before the consumer joins its group:
 
 - ``/metrics``: every metric of :mod:`triggerstream.worker.metrics`, in Prometheus'
