@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def run_once(path: Path, pure: bool) -> dict[str, float]:
     """One replay in a fresh process, so peak memory is this run's alone."""
     code = (
-        "import sys, time, os\n"
+        "import sys, time, os, orjson\n"
         "from pathlib import Path\n"
         "from triggerstream.core.engine import Engine\n"
         "from triggerstream.replay import Outputs, Replay, line_writer, read_lines\n"
@@ -51,7 +51,7 @@ def run_once(path: Path, pure: bool) -> dict[str, float]:
         "peak = next(int(line.split()[1]) for line in open('/proc/self/status')"
         " if line.startswith('VmHWM'))\n"
         "cpu = time.process_time()\n"
-        "sizes = sorted(len(s.to_bytes()) for s in replay.states.values())\n"
+        "sizes = sorted(len(orjson.dumps(s.to_document())) for s in replay.states.values())\n"
         "print(summary.events, seconds, peak, sum(summary.decisions.values()),"
         " sum(summary.triggers.values()), cpu, sizes[len(sizes) // 2],"
         " sizes[int(len(sizes) * 0.99)])\n"

@@ -29,6 +29,7 @@ from triggerstream.core.engine import Engine
 from triggerstream.core.state import UserState
 from triggerstream.events import decode_event
 from triggerstream.rules.load import load_rules
+from triggerstream.worker import codec
 
 RULES = ROOT / "examples" / "rules.yaml"
 START = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
@@ -78,9 +79,9 @@ def main() -> int:
             if state is None or at < 86_400:
                 continue
             began = time.perf_counter()
-            before = state.to_bytes()
+            before = orjson.dumps(state.to_document())
             middle = time.perf_counter()
-            after = state.to_bytes(seen=False)
+            after = codec.encode(state, {})
             encode_with += middle - began
             encode_without += time.perf_counter() - middle
             with_ids.append(len(before))

@@ -30,6 +30,7 @@ from triggerstream.core.state import UserState
 from triggerstream.records import CHANNEL_TOPICS, DEAD_LETTER_TOPIC, DECISIONS_TOPIC
 from triggerstream.settings import Settings
 from triggerstream.topics import load_topics, partition_of
+from triggerstream.worker import codec
 
 PARTITIONS = 8
 Message = tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]], int | None]
@@ -397,7 +398,7 @@ def test_a_state_kept_off_its_users_home_partition_is_deleted_at_start(
     home = partition_of("stray", PARTITIONS)
     stray = UserState(first_name="Maya", consent={"push": True})
     asyncio.run(
-        send_to(settings, changelog, [(b"stray", stray.to_bytes(), (home + 3) % PARTITIONS)])
+        send_to(settings, changelog, [(b"stray", codec.encode(stray, {}), (home + 3) % PARTITIONS)])
     )
     worker = start_worker(cli_env, any_feature(tmp_path), tmp_path, workers)
     assert "deleted the state of 1 user(s) kept off their home partition" in worker.log()

@@ -120,6 +120,7 @@ def test_triggerstream_pure_loads_every_core_module_from_its_source() -> None:
 
 REPLAY = """
 import hashlib, io, sys
+import orjson
 from pathlib import Path
 from triggerstream import compiled
 from triggerstream.core.engine import Engine
@@ -137,7 +138,7 @@ for name, sink in sinks.items():
     print(name, sink.getvalue().count(b"\\n"), hashlib.sha256(sink.getvalue()).hexdigest())
 states = hashlib.sha256()
 for user in sorted(replay.states):
-    states.update(user.encode() + b"\\0" + replay.states[user].to_bytes() + b"\\0")
+    states.update(user.encode() + b"\\0" + orjson.dumps(replay.states[user].to_document()) + b"\\0")
 print("states", len(replay.states), states.hexdigest())
 """
 

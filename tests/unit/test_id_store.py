@@ -21,8 +21,10 @@ from triggerstream.core.ids import event_key
 from triggerstream.core.state import UserState
 from triggerstream.events import decode_event
 from triggerstream.rules.load import load_rules
+from triggerstream.worker import codec
 from triggerstream.worker.changelog import ChangelogBatches
-from triggerstream.worker.store import IDS, RecentStates, StateStore
+from triggerstream.worker.codec import IDS, Processed
+from triggerstream.worker.store import Kept, RecentStates, StateStore
 
 T0 = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
 USER = b"maya"
@@ -110,17 +112,23 @@ Before = tuple[list[tuple[int, float]], int, int] | None
 async def _store_batch(
     store: StateStore,
     state: UserState | None,
+    processed: Processed,
     before: Before,
     stored: bool,
     erased: bool,
 ) -> None:
     """What the worker's ``_complete`` does for one user: the ids, then the state, then
     an erased user's old ids."""
-    await store.write_ids(0, USER, state, before, erased)
-    await store.write(0, USER, state, stored)
+    await store.write_ids(0, USER, state, processed, before, erased)
+    await store.write(0, USER, state, processed, stored)
     if erased:
-        await store.erase_ids(0, USER, state)
+        await store.erase_ids(0, USER, state, processed)
     _hand_over(store)
+
+
+def _split(kept: Kept | None) -> tuple[UserState | None, Processed]:
+    """A user as the store gave them: (state, processed), or (None, {}) for none."""
+    return (None, {}) if kept is None else kept
 
 
 def _hand_over(store: StateStore) -> None:
@@ -141,21 +149,21 @@ def test_an_old_state_is_read_with_its_ids_and_stored_again_without_them(
 ) -> None:
     store = _store(tmp_path)
     store.database(0).put(USER, OLD_BLOB)
-    state = store.stored(0, USER)
+    state, processed = _split(store.stored(0, USER))
     assert state is not None
     assert list(state.seen) == [event_key("e0"), event_key("e1"), event_key("e2")]
-    before = StateStore.ids_before(state)
+    before = StateStore.ids_before(state, processed)
     assert before is None  # the id store has none of them yet: all written now
     engine = Engine(RULES)
     assert engine.handle("maya", state, _event("e1", 2)).duplicate
     step = engine.handle("maya", state, _event("e3", 3))
-    asyncio.run(_store_batch(store, step.state, before, stored=True, erased=False))
+    asyncio.run(_store_batch(store, step.state, processed, before, stored=True, erased=False))
 
     blob = store.database(0).get(USER)
     assert b"seen" not in orjson.loads(blob)
     assert orjson.loads(blob)["processed"][IDS] == [0, 4]
     assert [len(value) for value in _rows(store).values()] == [4 * 16]  # each id once, one row
-    again = store.stored(0, USER)
+    again, _ = _split(store.stored(0, USER))
     assert again is not None
     assert again.seen == state.seen
     assert list(again.seen) == [event_key(f"e{n}") for n in range(4)]
@@ -166,34 +174,37 @@ def test_a_busy_users_state_is_small_and_each_id_is_written_once(tmp_path: Path)
     store = _store(tmp_path)
     engine = Engine(RULES)
     state: UserState | None = None
+    processed: Processed = {}
     for n in range(500):  # a day of events, one batch each
-        before = StateStore.ids_before(state)
+        before = StateStore.ids_before(state, processed)
         stored = state is not None
         state = engine.handle("maya", state, _event(f"e{n}", n * 24 / 500)).state
-        asyncio.run(_store_batch(store, state, before, stored=stored, erased=False))
+        asyncio.run(_store_batch(store, state, processed, before, stored=stored, erased=False))
     assert len(store.ids.sent) == 500  # type: ignore[attr-defined]
     sent: list[tuple[bytes, bytes]] = store.ids.sent  # type: ignore[attr-defined]
     assert sum(len(value) for _, value in sent) == 500 * 16
     assert len(store.database(0).get(USER)) < 2048
-    assert store.stored(0, USER).seen == state.seen  # type: ignore[union-attr]
+    assert _split(store.stored(0, USER))[0].seen == state.seen  # type: ignore[union-attr]
     # A batch of 100 events: their ids are one row, one changelog record.
-    before = StateStore.ids_before(state)
+    before = StateStore.ids_before(state, processed)
     for n in range(100):
         state = engine.handle("maya", state, _event(f"f{n}", 24 + n / 100)).state
-    asyncio.run(_store_batch(store, state, before, stored=True, erased=False))
+    asyncio.run(_store_batch(store, state, processed, before, stored=True, erased=False))
     assert len(store.ids.sent) == 501  # type: ignore[attr-defined]
-    assert store.stored(0, USER).seen == state.seen  # type: ignore[union-attr]
+    assert _split(store.stored(0, USER))[0].seen == state.seen  # type: ignore[union-attr]
 
 
 def test_an_erased_users_ids_are_deleted(tmp_path: Path) -> None:
     store = _store(tmp_path)
     engine = Engine(RULES)
     state = engine.handle("maya", None, _event("e0", 0)).state
-    asyncio.run(_store_batch(store, state, None, stored=False, erased=False))
+    processed: Processed = {}
+    asyncio.run(_store_batch(store, state, processed, None, stored=False, erased=False))
     assert _rows(store)
     step = engine.handle("maya", state, _event("bye", 1, "erasure_requested"))
     assert step.state is None
-    asyncio.run(_store_batch(store, None, StateStore.ids_before(state), stored=True, erased=True))
+    before = StateStore.ids_before(state, processed)
+    asyncio.run(_store_batch(store, None, {}, before, stored=True, erased=True))
     assert _rows(store) == {}
     assert store.database(0).get(USER) is None
     # The changelog holds a tombstone for the id's row.
@@ -205,9 +216,10 @@ def test_a_user_id_that_begins_another_keeps_its_rows_apart(tmp_path: Path) -> N
     engine = Engine(RULES)
     for user in (b"maya", b"maya\x00\x00\x00\x00\x00\x00\x00\x00\x00"):
         state = engine.handle(user.decode(), None, _event(f"{user!r}", 0)).state
-        asyncio.run(store.write_ids(0, user, state, None, False))
-        asyncio.run(store.write(0, user, state, False))
-    erased = asyncio.run(store.erase_ids(0, USER, None))
+        processed: Processed = {}
+        asyncio.run(store.write_ids(0, user, state, processed, None, False))
+        asyncio.run(store.write(0, user, state, processed, False))
+    erased = asyncio.run(store.erase_ids(0, USER, None, {}))
     assert len(erased) == 1
     assert len(_rows(store)) == 1
 
@@ -241,18 +253,19 @@ def test_the_ids_read_back_are_replays_and_give_its_answers(
     replayed: UserState | None = None
     for batch, crashes in batches:
         if crashes:  # its ids written, then the worker died: nothing of it is read
-            state = store.stored(0, USER)
-            before = StateStore.ids_before(state)
+            state, processed = _split(store.stored(0, USER))
+            before = StateStore.ids_before(state, processed)
             erased = False
             for event_id, hours, type_ in batch:
                 step = Engine(RULES).handle("maya", state, _event(event_id, hours, type_))
                 if not step.duplicate:
                     state = step.state
-                    erased = erased or state is None
-            asyncio.run(store.write_ids(0, USER, state, before, erased))
+                    if state is None:  # as the worker: an erased user starts afresh
+                        erased, processed = True, {}
+            asyncio.run(store.write_ids(0, USER, state, processed, before, erased))
             store.recent.clear()  # as the worker does after a failed batch
-        state = store.load(0, USER) if cached else store.stored(0, USER)
-        before = StateStore.ids_before(state)
+        state, processed = _split(store.load(0, USER) if cached else store.stored(0, USER))
+        before = StateStore.ids_before(state, processed)
         stored, erased = state is not None, False
         for event_id, hours, type_ in batch:
             event = _event(event_id, hours, type_)
@@ -261,15 +274,16 @@ def test_the_ids_read_back_are_replays_and_give_its_answers(
             assert got.duplicate == expected.duplicate
             if not expected.duplicate:
                 replayed, state = expected.state, got.state
-                erased = erased or state is None
-        asyncio.run(_store_batch(store, state, before, stored, erased))
-        back = store.stored(0, USER)
+                if state is None:
+                    erased, processed = True, {}
+        asyncio.run(_store_batch(store, state, processed, before, stored, erased))
+        back, back_processed = _split(store.stored(0, USER))
         if replayed is None:
             assert back is None
         else:
             assert back is not None
             assert list(back.seen.items()) == list(replayed.seen.items())
-            first, end = back.processed[IDS]
+            first, end = back_processed[IDS]
             assert end - first == len(back.seen)
     # Forgotten ids' rows go a range at a time: never many left behind.
     ids = sum(len(value) // 16 for value in _rows(store).values())
@@ -280,5 +294,19 @@ def test_the_ids_read_back_are_replays_and_give_its_answers(
 def test_the_recent_states_count_the_ids_they_hold(tmp_path: Path) -> None:
     store = _store(tmp_path)
     state = UserState(seen=OrderedDict((n, 0.0) for n in range(100)))
-    asyncio.run(_store_batch(store, state, None, stored=False, erased=False))
+    asyncio.run(_store_batch(store, state, {}, None, stored=False, erased=False))
     assert store.recent.bytes >= 100 * 40
+
+
+def test_a_state_stored_by_the_previous_version_reads_and_stores_the_same_bytes() -> None:
+    """``processed`` was a field of the state, its last; now the worker keeps it beside
+    the state, as the document's last key: the stored bytes are the same."""
+    blob = (
+        b'{"plan":"free","last_seen_at":1793534400.0,"latest_at":1793534400.0,'
+        b'"processed":{"usage-events":[2,41],"#ids":[7,12]}}'
+    )
+    state, processed = codec.decode(blob)
+    assert state.plan == "free"
+    assert processed == {"usage-events": [2, 41], IDS: [7, 12]}
+    assert codec.encode(state, processed) == blob
+    assert codec.encode(state, {}) == blob[: blob.index(b',"processed"')] + b"}"

@@ -151,7 +151,7 @@ def test_the_recent_states_are_bounded_by_their_stored_size_not_only_by_users(
     monkeypatch.setattr(store, "RECENT_BYTES", 1000)
     recent = store.RecentStates()
     for n in range(5):
-        recent.remember((0, f"u{n}".encode()), UserState(), 300)
+        recent.remember((0, f"u{n}".encode()), (UserState(), {}), 300)
     # 1,500 bytes of states: the two least recent are forgotten.
     assert [recent.get((0, f"u{n}".encode())) is not None for n in range(5)] == [
         False,
@@ -161,7 +161,7 @@ def test_the_recent_states_are_bounded_by_their_stored_size_not_only_by_users(
         True,
     ]
     assert recent.bytes == 900
-    recent.remember((0, b"u2"), UserState(), 600)  # a state grew: it is the most recent now
+    recent.remember((0, b"u2"), (UserState(), {}), 600)  # a state grew: it is the most recent now
     assert recent.get((0, b"u3")) is None
     assert recent.get((0, b"u2")) is not None
     assert recent.get((1, b"u2")) is None  # the same user id on another partition

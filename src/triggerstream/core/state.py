@@ -14,8 +14,6 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 # The names conditions may use are words of the rules language, kept by the rules.
 from triggerstream.rules.state_names import TIME_STATE_NAMES as TIME_STATE_NAMES
 
@@ -134,10 +132,6 @@ class UserState:
     """key of event_id -> occurred_at, for 24 hours of event time, oldest first."""
     latest_at: float = 0.0
     """The latest occurred_at of this user's events (windows are pruned against it)."""
-    processed: dict[str, list[int]] = field(default_factory=dict)
-    """Kept by the worker, not the engine: input topic -> [partition, offset] of the last
-    message of this user it processed. A message at or before it, delivered again after
-    a crash, is already in this state, however old its event time."""
 
     # --- what rules see ------------------------------------------------------------
 
@@ -149,10 +143,11 @@ class UserState:
     def in_critical_workflow(self) -> bool:
         return bool(self.critical_workflows)
 
-    def to_bytes(self, *, seen: bool = True) -> bytes:
-        """Compact JSON for a state store: the fields that differ from a new user's.
-        ``seen=False`` leaves the dedupe ids out (a store that keeps them apart);
-        :meth:`from_bytes` reads both."""
+    def to_document(self, *, seen: bool = True) -> dict[str, Any]:
+        """The fields that differ from a new user's, as JSON values (a store encodes
+        them: the worker's, :mod:`triggerstream.worker.codec`). ``seen=False`` leaves
+        the dedupe ids out (a store that keeps them apart); :meth:`from_document` reads
+        both."""
         document: dict[str, Any] = {}
         for name, default in _DEFAULTS.items():
             value = getattr(self, name)
@@ -165,11 +160,10 @@ class UserState:
             elif name == "seen":
                 value = list(value.items())  # (key, at) pairs: JSON arrays
             document[name] = value
-        return orjson.dumps(document)
+        return document
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> UserState:
-        document = orjson.loads(data)
+    def from_document(cls, document: dict[str, Any]) -> UserState:
         if document.get("last_activity") is not None:  # a JSON array; the field holds a tuple
             document["last_activity"] = tuple(document["last_activity"])
         state = cls(**{k: v for k, v in document.items() if k not in ("timers", "seen", "touches")})

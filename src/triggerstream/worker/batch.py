@@ -58,6 +58,8 @@ class TouchedUser:
     stored: bool
     """Whether the store has a state of the user (as of the batch's start)."""
     state: UserState | None
+    processed: dict[str, list[int]] = field(default_factory=dict)
+    """Where the worker stands in the user's input (:mod:`triggerstream.worker.codec`)."""
     changed: bool = False
     done: list[Redo] = field(default_factory=list)
     ids_before: tuple[list[tuple[int, float]], int, int] | None = None

@@ -9,10 +9,10 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from triggerstream.core.state import UserState
 from triggerstream.rules.load import RulesError, load_rules
 from triggerstream.topics import partition_of
 from triggerstream.worker import metrics
+from triggerstream.worker.codec import decode
 from triggerstream.worker.fence import stored_items
 
 if TYPE_CHECKING:
@@ -137,7 +137,7 @@ class Lifecycle:
                     strays.append((partition, key))
                     continue
                 users += 1
-                due = engine.next_due(UserState.from_bytes(value))
+                due = engine.next_due(decode(value)[0])
                 if due is not None:
                     schedule.set(key.decode(), due)
         if strays:

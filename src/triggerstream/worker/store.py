@@ -29,6 +29,7 @@ from triggerstream.topics import REPARTITION_TOPIC, TIMER_TICKS_TOPIC
 from triggerstream.worker import metrics
 from triggerstream.worker.app import WorkerApp, rocksdb_options
 from triggerstream.worker.changelog import ChangelogBatches
+from triggerstream.worker.codec import IDS, Processed, decode, encode
 from triggerstream.worker.fence import partition_database, record_batches, trust_source_topics
 from triggerstream.worker.preflight import Layout
 
@@ -45,10 +46,6 @@ users grow the worker by 0.2-0.7 MiB/s; with 2 MiB it grew 0.08 MiB/s (docs/reli
 "Soak")."""
 
 
-IDS = "#ids"
-"""The entry of ``UserState.processed`` (kept by the worker, never a topic's name) that
-says which of the id store's sequence numbers hold the user's event ids: ``[first,
-next)``. A state written before the id store has none, and its ids in itself."""
 ID_ROW = struct.Struct(">Qd")
 """An id in a row's value: the event id's 64-bit key and its event time."""
 SEQ = struct.Struct(">Q")
@@ -66,6 +63,9 @@ their log segments: no tombstone per id."""
 
 UserKey = tuple[int, bytes]
 """A user's state's place: (partition, user id)."""
+Kept = tuple[UserState, Processed]
+"""A user as the store keeps them: the state, and where the worker stands in their input
+(:mod:`triggerstream.worker.codec`)."""
 
 
 class RecentStates:
@@ -74,10 +74,10 @@ class RecentStates:
     Keyed by (partition, user id), as the store is."""
 
     def __init__(self) -> None:
-        self.states: dict[UserKey, tuple[UserState, int]] = {}
+        self.states: dict[UserKey, tuple[Kept, int]] = {}
         self.bytes = 0
 
-    def get(self, key: UserKey) -> UserState | None:
+    def get(self, key: UserKey) -> Kept | None:
         kept = self.states.get(key)
         return None if kept is None else kept[0]
 
@@ -90,9 +90,9 @@ class RecentStates:
         self.states.clear()
         self.bytes = 0
 
-    def remember(self, key: UserKey, state: UserState, size: int) -> None:
+    def remember(self, key: UserKey, kept: Kept, size: int) -> None:
         self.forget(key)
-        self.states[key] = (state, size)
+        self.states[key] = (kept, size)
         self.bytes += size
         states = self.states
         while len(states) > RECENT_USERS or self.bytes > RECENT_BYTES:
@@ -176,24 +176,24 @@ class StateStore:
         hold RocksDB's lock when faust opens one again."""
         self.databases = {}
 
-    def load(self, partition: int, key: bytes) -> UserState | None:
+    def load(self, partition: int, key: bytes) -> Kept | None:
         """A user's state: kept decoded from an earlier batch, or read from the store."""
-        state = self.recent.get((partition, key))
-        if state is None:
-            state = self.stored(partition, key)
-        return state
+        kept = self.recent.get((partition, key))
+        if kept is None:
+            kept = self.stored(partition, key)
+        return kept
 
-    def stored(self, partition: int, key: bytes) -> UserState | None:
+    def stored(self, partition: int, key: bytes) -> Kept | None:
         """A user's state as the store has it (never the decoded one kept in memory),
         with its event ids from the id store."""
         stored = self.database(partition).get(key)
         if stored is None:
             return None
-        state = UserState.from_bytes(stored)
-        span = state.processed.get(IDS)
+        state, processed = decode(stored)
+        span = processed.get(IDS)
         if span is not None:
             self._load_ids(partition, key, state, span)
-        return state
+        return state, processed
 
     def _load_ids(self, partition: int, key: bytes, state: UserState, span: list[int]) -> None:
         """Fill ``state.seen`` with the ids of sequence numbers ``[first, next)``, from
@@ -231,10 +231,12 @@ class StateStore:
         state.seen = OrderedDict(kept)
 
     @staticmethod
-    def ids_before(state: UserState | None) -> tuple[list[tuple[int, float]], int, int] | None:
+    def ids_before(
+        state: UserState | None, processed: Processed
+    ) -> tuple[list[tuple[int, float]], int, int] | None:
         """The user's ids as the id store has them, and their span (None: the store has
         none of this state's): taken when a batch first touches the user."""
-        span = None if state is None else state.processed.get(IDS)
+        span = processed.get(IDS)
         if state is None or span is None:
             return None
         return list(state.seen.items()), span[0], span[1]
@@ -244,6 +246,7 @@ class StateStore:
         partition: int,
         key: bytes,
         state: UserState | None,
+        processed: Processed,
         before: tuple[list[tuple[int, float]], int, int] | None,
         erased: bool,
     ) -> Awaitable[Any] | None:
@@ -289,7 +292,7 @@ class StateStore:
             acknowledgement = await self.changelog(self.ids, partition, row, value)
         if first // GC_EVERY != new_first // GC_EVERY:
             self._forget_ids(partition, key, first)  # as far as the stored state has
-        state.processed[IDS] = [new_first, end + len(added)]
+        processed[IDS] = [new_first, end + len(added)]
         return acknowledgement
 
     def _forget_ids(self, partition: int, key: bytes, first: int) -> None:
@@ -304,7 +307,7 @@ class StateStore:
             break
 
     async def erase_ids(
-        self, partition: int, key: bytes, state: UserState | None
+        self, partition: int, key: bytes, state: UserState | None, processed: Processed
     ) -> list[Awaitable[Any] | None]:
         """After an erasure, once the state is stored (or deleted): delete the user's
         rows from before it, from RocksDB and (tombstones) the changelog. Before that,
@@ -312,7 +315,7 @@ class StateStore:
         processed again and deletes them then."""
         prefix = _user_prefix(key)
         database = self.database(partition, self.ids)
-        span = None if state is None else state.processed.get(IDS)
+        span = None if state is None else processed.get(IDS)
         stop = prefix + SEQ.pack(span[0]) if span is not None else prefix + b"\xff" * 9
         rows = []
         for row in database.keys(from_key=prefix):
@@ -326,7 +329,12 @@ class StateStore:
         return [await self.changelog(self.ids, partition, row, None) for row in rows]
 
     async def write(
-        self, partition: int, key: bytes, state: UserState | None, stored: bool
+        self,
+        partition: int,
+        key: bytes,
+        state: UserState | None,
+        processed: Processed,
+        stored: bool,
     ) -> Awaitable[Any] | None:
         """Write a user's state to RocksDB and its changelog (a tombstone if erased),
         without its event ids (:meth:`write_ids` wrote them first); returns the
@@ -340,9 +348,10 @@ class StateStore:
             self.erased.setdefault(partition, set()).add(key)
             self.count_users(-1)
             return await self.changelog(self.users, partition, key, None)
-        value = state.to_bytes(seen=False)
+        value = encode(state, processed)
         self.database(partition).put(key, value)
-        self.recent.remember((partition, key), state, len(value) + ID_BYTES * len(state.seen))
+        size = len(value) + ID_BYTES * len(state.seen)
+        self.recent.remember((partition, key), (state, processed), size)
         if not stored:
             self.count_users(+1)
         return await self.changelog(self.users, partition, key, value)

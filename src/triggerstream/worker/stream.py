@@ -32,7 +32,6 @@ from typing import Any
 from faust.types import TP, Message
 
 from triggerstream.core.engine import Engine
-from triggerstream.core.state import UserState
 from triggerstream.events import INPUT_TOPICS, InvalidEvent
 from triggerstream.rules.load import load_rules
 from triggerstream.rules.model import RulesFile
@@ -215,7 +214,7 @@ class TriggerWorker:
         # rows hold its ids, and those rows are on the broker by then.
         ids = [
             await self.store.write_ids(
-                user.partition, key, user.state, user.ids_before, user.erased
+                user.partition, key, user.state, user.processed, user.ids_before, user.erased
             )
             for (_, key), user in batch.users.items()
             if user.changed
@@ -229,7 +228,9 @@ class TriggerWorker:
         erased = []
         for (_, key), user in batch.users.items():
             if user.erased:
-                erased += await self.store.erase_ids(user.partition, key, user.state)
+                erased += await self.store.erase_ids(
+                    user.partition, key, user.state, user.processed
+                )
         await self.store.persisted(self.store.ids, erased, reached)
         marks = await self.copurchases.store_marks(batch)
         await self.store.persisted(self.copurchases.table, marks, reached)
@@ -286,7 +287,7 @@ class TriggerWorker:
         try:
             user = self._user(batch, partition, key)
             state = user.state
-            if state is not None and _already_processed(state, read.source, message):
+            if state is not None and _already_processed(user.processed, read.source, message):
                 metrics.EVENTS_DUPLICATE.inc()
                 self.copurchases.count_again(batch, read, event)
                 return
@@ -310,9 +311,10 @@ class TriggerWorker:
             self.copurchases.count_again(batch, read, event)
             return
         if step.state is not None:
-            step.state.processed[read.source] = [partition, message.offset]
+            user.processed[read.source] = [partition, message.offset]
         else:
             user.erased = True
+            user.processed = {}
         user.state = step.state
         user.changed = True
         user.done.append(Redo(read.source, message, event))
@@ -339,9 +341,14 @@ class TriggerWorker:
         place = (partition, key)
         user = batch.users.get(place)
         if user is None:
-            state = self.store.load(partition, key)
+            kept = self.store.load(partition, key)
+            state, processed = (None, {}) if kept is None else kept
             user = batch.users[place] = TouchedUser(
-                partition, state is not None, state, ids_before=StateStore.ids_before(state)
+                partition,
+                kept is not None,
+                state,
+                processed,
+                ids_before=StateStore.ids_before(state, processed),
             )
         return user
 
@@ -354,28 +361,32 @@ class TriggerWorker:
         # Its own copy of the co-purchase counts: the batch's orders are in them already.
         counts = copy.deepcopy(self.engine(user.partition).copurchases)
         engine = Engine(self.rules, counts)
-        state = self.store.stored(user.partition, key) if user.stored else None
+        kept = self.store.stored(user.partition, key) if user.stored else None
+        state, processed = (None, {}) if kept is None else kept
         for done in user.done:
             if done.event is None:
                 assert state is not None
                 state = engine.fire_due(user_id, state, done.now).state
                 continue
             state = engine.handle(user_id, state, done.event).state
-            if state is not None and done.topic is not None:
-                state.processed[done.topic] = [user.partition, done.message.offset]
+            if state is None:
+                processed = {}
+            elif done.topic is not None:
+                processed[done.topic] = [user.partition, done.message.offset]
         user.state = state
+        user.processed = processed
 
     async def _store(self, key: bytes, user: TouchedUser) -> Awaitable[Any] | None:
         """Write a user's state to the store (a tombstone if erased) and set when its
         next timer falls due; returns the changelog write's acknowledgement to wait for."""
         partition = user.partition
         self.timers.set(partition, key, self.engine(partition), user)
-        return await self.store.write(partition, key, user.state, user.stored)
+        return await self.store.write(partition, key, user.state, user.processed, user.stored)
 
 
-def _already_processed(state: UserState, topic: str, message: Any) -> bool:
+def _already_processed(processed: dict[str, list[int]], topic: str, message: Any) -> bool:
     """A message delivered again after a crash (its offset committed late): its effects
     are in the state already, even when its event time is too old for the 24-hour
     event-id memory (a backlog read fast)."""
-    last = state.processed.get(topic)
+    last = processed.get(topic)
     return last is not None and last[0] == message.partition and message.offset <= last[1]
