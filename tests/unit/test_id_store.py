@@ -24,7 +24,7 @@ from triggerstream.rules.load import load_rules
 from triggerstream.worker import codec
 from triggerstream.worker.changelog import ChangelogBatches
 from triggerstream.worker.codec import IDS, Processed
-from triggerstream.worker.store import Kept, RecentStates, StateStore
+from triggerstream.worker.store import IdsBefore, Kept, RecentStates, StateStore
 
 T0 = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
 USER = b"maya"
@@ -106,7 +106,7 @@ def _event(event_id: str, hours: float, type_: str = "feature_used") -> Any:
     )
 
 
-Before = tuple[list[tuple[int, float]], int, int] | None
+Before = IdsBefore | None
 
 
 async def _store_batch(

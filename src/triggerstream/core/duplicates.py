@@ -21,6 +21,18 @@ def seen(state: UserState, key: int, at: float) -> bool:
     return seen_at is not None and abs(at - seen_at) <= DEDUPE_WINDOW
 
 
+def remember_id(state: UserState, key: int, at: float) -> None:
+    """Remember an event id at ``at``: a new one at the end (arrival order); one seen
+    more than a day before keeps its place with the new time. Counted, so that a store
+    keeping the ids apart writes only the new ones (``UserState.ids_appended``)."""
+    seen = state.seen
+    if key in seen:
+        state.ids_retimed += 1
+    else:
+        state.ids_appended += 1
+    seen[key] = at
+
+
 def forget_old_ids(seen: OrderedDict[int, float], horizon: float) -> None:
     """Drop ids older than the horizon from the front (oldest first, as they arrived):
     a few per event keeps the memory at 24 hours without rebuilding it."""

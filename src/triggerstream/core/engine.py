@@ -20,7 +20,7 @@ from typing import Any
 
 from triggerstream.core.attribution import attribute_order, attribute_plan
 from triggerstream.core.decide import Decider, erasure
-from triggerstream.core.duplicates import DEDUPE_WINDOW, forget_old_ids, seen
+from triggerstream.core.duplicates import DEDUPE_WINDOW, forget_old_ids, remember_id, seen
 from triggerstream.core.facts import ACTIVITY, FACTS
 from triggerstream.core.ids import event_key
 from triggerstream.core.policy import SuppressionPolicy
@@ -140,7 +140,7 @@ class Engine:
             step.record(erasure(user_id, event.event_id, at))
             return
         step.state = state
-        state.seen[key] = at
+        remember_id(state, key, at)
         if at > state.latest_at:
             state.latest_at = at
             forget_old_ids(state.seen, at - DEDUPE_WINDOW)

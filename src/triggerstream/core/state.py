@@ -132,6 +132,12 @@ class UserState:
     """key of event_id -> occurred_at, for 24 hours of event time, oldest first."""
     latest_at: float = 0.0
     """The latest occurred_at of this user's events (windows are pruned against it)."""
+    ids_appended: int = field(default=0, compare=False)
+    """Not stored: ids added at the end of ``seen`` since the state was made or read. A
+    store that keeps the ids apart writes the newest this many minus its count before."""
+    ids_retimed: int = field(default=0, compare=False)
+    """Not stored: ids of ``seen`` given a new time in place since (the same id again
+    more than a day later; rare). A store that keeps the ids apart writes them all again."""
 
     # --- what rules see ------------------------------------------------------------
 
@@ -179,8 +185,11 @@ class UserState:
         return state
 
 
+_TRANSIENT = frozenset({"ids_appended", "ids_retimed"})
 _DEFAULTS: dict[str, Any] = {
-    f.name: getattr(UserState(), f.name) for f in dataclasses.fields(UserState)
+    f.name: getattr(UserState(), f.name)
+    for f in dataclasses.fields(UserState)
+    if f.name not in _TRANSIENT
 }
 _timer_values = operator.attrgetter(*(f.name for f in dataclasses.fields(Timer)))
 _touch_values = operator.attrgetter(*(f.name for f in dataclasses.fields(Touch)))

@@ -62,9 +62,9 @@ class TouchedUser:
     """Where the worker stands in the user's input (:mod:`triggerstream.worker.codec`)."""
     changed: bool = False
     done: list[Redo] = field(default_factory=list)
-    ids_before: tuple[list[tuple[int, float]], int, int] | None = None
-    """The user's event ids as the id store had them when the batch first touched the
-    user, and their span (None: it had none of this state's)."""
+    ids_before: tuple[int, int, int, int] | None = None
+    """Where the user's event ids stood when the batch first touched the user
+    (:meth:`StateStore.ids_before`; None: the id store had none of this state's)."""
     erased: bool = False
     """Whether an erasure of the user was processed in the batch."""
 

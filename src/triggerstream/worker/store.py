@@ -63,6 +63,9 @@ their log segments: no tombstone per id."""
 
 UserKey = tuple[int, bytes]
 """A user's state's place: (partition, user id)."""
+IdsBefore = tuple[int, int, int, int]
+"""Where a user's ids stood when a batch first touched the user: the state's
+``ids_appended`` and ``ids_retimed`` then, and the id store's span ``[first, next)``."""
 Kept = tuple[UserState, Processed]
 """A user as the store keeps them: the state, and where the worker stands in their input
 (:mod:`triggerstream.worker.codec`)."""
@@ -231,15 +234,13 @@ class StateStore:
         state.seen = OrderedDict(kept)
 
     @staticmethod
-    def ids_before(
-        state: UserState | None, processed: Processed
-    ) -> tuple[list[tuple[int, float]], int, int] | None:
-        """The user's ids as the id store has them, and their span (None: the store has
-        none of this state's): taken when a batch first touches the user."""
+    def ids_before(state: UserState | None, processed: Processed) -> IdsBefore | None:
+        """Where the user's ids stand when a batch first touches the user (None: the id
+        store has none of this state's)."""
         span = processed.get(IDS)
         if state is None or span is None:
             return None
-        return list(state.seen.items()), span[0], span[1]
+        return state.ids_appended, state.ids_retimed, span[0], span[1]
 
     async def write_ids(
         self,
@@ -247,42 +248,35 @@ class StateStore:
         key: bytes,
         state: UserState | None,
         processed: Processed,
-        before: tuple[list[tuple[int, float]], int, int] | None,
+        before: IdsBefore | None,
         erased: bool,
     ) -> Awaitable[Any] | None:
         """Write the ids a batch gave the user, each once, as one row (from the next
         sequence number on) to the id store and its changelog, and set the state's span.
 
         The engine adds ids at the end of ``state.seen`` and forgets the oldest from the
-        front, so the ids kept are consecutive sequence numbers. Rarely it changes one's
-        time in place (the same id again more than a day later): then the whole day is
-        written again as one new row. Rows past the stored state's span are never read:
-        a batch whose state was not stored leaves nothing visible. Returns the changelog
-        write to wait for."""
+        front, so the ids kept are consecutive sequence numbers, and the batch's new ids
+        are the last ones it counted (``UserState.ids_appended``): finding them costs
+        what they are, not the user's day. Rarely it changes one's time in place (the
+        same id again more than a day later): then the whole day is written again as one
+        new row. Rows past the stored state's span are never read: a batch whose state
+        was not stored leaves nothing visible. Returns the changelog write to wait for."""
         if state is None:
             return None
         seen = state.seen
         if before is None or erased:  # the ids of a state new to the id store
             # After an erasure, past the old rows: those go once the state is stored.
-            first = end = 0 if before is None else before[2]
-            ids: list[tuple[int, float]] = []
+            first = end = 0 if before is None else before[3]
+            added = list(seen.items())
         else:
-            ids, first, end = before
-        # How many of the stored ids the engine forgot from the front.
-        popped = len(ids)
-        if seen and ids:
-            head = next(iter(seen))
-            for index, (old, _) in enumerate(ids):
-                if old == head:
-                    if all(old == new for (old, _), new in zip(ids[index:], seen, strict=False)):
-                        popped = index
-                    break
-        kept = len(ids) - popped
-        if kept > len(seen):
-            popped, kept = len(ids), 0
-        added = list(itertools.islice(seen.items(), kept, None))
-        if any(at != new_at for (_, at), new_at in zip(ids[popped:], seen.values(), strict=False)):
-            popped, added = len(ids), list(seen.items())  # a time changed: all again
+            appended, retimed, first, end = before
+            appended = state.ids_appended - appended
+            if state.ids_retimed != retimed or appended >= len(seen):
+                # A time changed in place, or no stored id is left: all again.
+                added = list(seen.items())
+            else:
+                added = list(itertools.islice(reversed(seen.items()), appended))
+                added.reverse()
         new_first = end - len(seen) + len(added)
         acknowledgement = None
         if added:

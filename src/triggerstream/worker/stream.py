@@ -363,6 +363,8 @@ class TriggerWorker:
         engine = Engine(self.rules, counts)
         kept = self.store.stored(user.partition, key) if user.stored else None
         state, processed = (None, {}) if kept is None else kept
+        # The ids' counts start again with the state read.
+        user.ids_before = StateStore.ids_before(state, processed)
         for done in user.done:
             if done.event is None:
                 assert state is not None
