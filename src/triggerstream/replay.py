@@ -29,7 +29,7 @@ from triggerstream.core.engine import Engine, Step
 from triggerstream.core.recommend import CoPurchaseCounts
 from triggerstream.core.records import Decision
 from triggerstream.core.state import UserState
-from triggerstream.events import BOM, InvalidEvent, decode_line, refuse_future
+from triggerstream.events import BOM, Event, InvalidEvent, decode_line, refuse_future
 from triggerstream.records import DeadLetter
 from triggerstream.topics import partition_of
 
@@ -121,16 +121,21 @@ class Replay:
             except InvalidEvent as error:
                 self._dead_letter(source, number, line, error)
                 continue
-            self.summary.events += 1
-            at = event.at
-            user = event.user_id
-            step = self._engine_for(user).handle(user, self.states.get(user), event)
-            if step.duplicate:
-                self.summary.duplicates += 1
-                continue
-            if at > self.stream_time:
-                self.stream_time = at
-            self._take(user, step)
+            self.handle(event)
+
+    def handle(self, event: Event) -> None:
+        """One valid event, read and validated (by :meth:`feed`, or once for several
+        replays by ``compare``)."""
+        self.summary.events += 1
+        at = event.at
+        user = event.user_id
+        step = self._engine_for(user).handle(user, self.states.get(user), event)
+        if step.duplicate:
+            self.summary.duplicates += 1
+            return
+        if at > self.stream_time:
+            self.stream_time = at
+        self._take(user, step)
 
     def finish(self, until: float | None = None) -> ReplaySummary:
         """Fire everything due up to the later of stream time and ``until``."""

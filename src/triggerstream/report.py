@@ -37,7 +37,11 @@ def wilson(successes: int, total: int) -> tuple[float, float]:
     p = successes / total
     centre = (p + Z95**2 / (2 * total)) / (1 + Z95**2 / total)
     half = Z95 * math.sqrt(p * (1 - p) / total + Z95**2 / (4 * total**2)) / (1 + Z95**2 / total)
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # Exact at the ends: rounding once made the low end of 0 of 17 a hair above 0, and
+    # the plot's error bar below the rate negative (matplotlib refuses it).
+    low = 0.0 if successes == 0 else max(0.0, centre - half)
+    high = 1.0 if successes == total else min(1.0, centre + half)
+    return low, high
 
 
 def difference_interval(c1: int, n1: int, c0: int, n0: int) -> tuple[float, float, float]:

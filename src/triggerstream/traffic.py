@@ -10,20 +10,31 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
 
 START = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
+PER_USER_DAY = 2
+"""Events a user makes a day on average, when only users and days are given: a few
+busy users make most of them, as in life."""
 
 
-def history(events: int, users: int, seed: int = 7, start: dt.datetime = START) -> list[bytes]:
-    """A month of traffic from ``start`` as replay lines (with their "topic"), in time
-    order: listeners skipping, teams filling quotas, shoppers, trials, tickets, NPS
-    answers, consent changes and offer feedback. The same arguments give the same
-    lines."""
+def history(
+    events: int,
+    users: int,
+    seed: int = 7,
+    start: dt.datetime = START,
+    days: float = 30,
+    progress: Callable[[int], None] | None = None,
+) -> list[bytes]:
+    """A month (or ``days``) of traffic from ``start`` as replay lines (with their
+    "topic"), in time order: listeners skipping, teams filling quotas, shoppers, trials,
+    tickets, NPS answers, consent changes and offer feedback. The same arguments give
+    the same lines. ``progress`` is told how many lines are drawn, every 100,000."""
     rng = random.Random(seed)
-    span = 30 * 86400
+    span = days * 86400
     zones = ["Europe/Berlin", "America/New_York", "Asia/Tokyo", "UTC", "Europe/London"]
     skus = [f"sku-{n}" for n in range(400)] + ["camera-x", "sd-card-64", "camera-bag", "tripod"]
     lines: list[tuple[float, bytes]] = []
@@ -87,7 +98,11 @@ def history(events: int, users: int, seed: int = 7, start: dt.datetime = START) 
     ]
     weights = [w for w, _ in kinds]
     names = [k for _, k in kinds]
+    told = 0
     while len(lines) < events:
+        if progress is not None and len(lines) - told >= 100_000:
+            told = len(lines)
+            progress(told)
         user = f"u{int(rng.paretovariate(1.2)) % users}"
         at = rng.uniform(0, span)
         kind = rng.choices(names, weights)[0]
@@ -211,3 +226,8 @@ def generate(
     with path.open("wb") as handle:
         for line in history(events, users, seed, start):
             handle.write(line + b"\n")
+
+
+def events_for(users: int, days: float) -> int:
+    """How many events ``users`` make in ``days``, at :data:`PER_USER_DAY`."""
+    return max(1, round(users * days * PER_USER_DAY))

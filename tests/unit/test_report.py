@@ -178,6 +178,13 @@ def test_the_plot_is_a_png(records: dict[str, Path]) -> None:
     assert chart.stat().st_size > 10_000
 
 
+def test_an_interval_ends_exactly_at_0_and_1_for_none_and_all() -> None:
+    # Rounding made wilson(0, 17)'s low end a hair above 0: --plot then failed.
+    for total in range(1, 300):
+        assert wilson(0, total)[0] == 0
+        assert wilson(total, total)[1] == 1
+
+
 def test_intervals() -> None:
     low, high = wilson(0, 10)
     assert low == 0

@@ -10,7 +10,9 @@ calls functions that live with their domain (``replay.py``, ``report.py``, ``kaf
 
 from triggerstream.cli import (  # noqa: F401  (each module adds its commands to main)
     broker,
+    compare,
     demo,
+    generate,
     loadgen,
     produce,
     replay,

@@ -3,6 +3,7 @@ anything runs (a file that cannot be written, a rules file that cannot be used).
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -77,3 +78,15 @@ def unusable_rules(path: Path, error: RulesError) -> str:
         f"{error.problems[0].render(str(path))}; "
         f"see all with `triggerstream rules check {path}`"
     )
+
+
+def timestamp(flag: str, text: str) -> float:
+    """POSIX seconds of a flag's RFC 3339 time, or one line saying what is wrong."""
+    try:
+        parsed = dt.datetime.fromisoformat(text)
+    except ValueError:
+        fail(f"{flag} {text!r} is not an RFC 3339 timestamp, e.g. 2026-12-01T00:00:00Z")
+        raise AssertionError("unreachable") from None
+    if parsed.tzinfo is None:
+        fail(f"{flag} {text!r} needs an offset, e.g. 2026-12-01T00:00:00Z")
+    return parsed.timestamp()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,6 +12,7 @@ import click
 from triggerstream import collector
 from triggerstream.cli.app import fail, main
 from triggerstream.cli.options import OUTPUT, build_settings, unusable_rules, writable
+from triggerstream.cli.options import timestamp as _timestamp
 
 
 @main.command()
@@ -109,7 +109,7 @@ def replay(
             dead_letters=replaying.file_writer(dlq, files),
         )
         collector.for_many_objects()  # a state per user, alive to the end
-        with _progress(events) as advance:
+        with progress_bar(events) as advance:
             summary = replaying.run(
                 Engine(loaded),
                 list(events),
@@ -124,20 +124,8 @@ def replay(
     click.echo(summary.render(), err=True)
 
 
-def _timestamp(flag: str, text: str) -> float:
-    """POSIX seconds of a flag's RFC 3339 time, or one line saying what is wrong."""
-    try:
-        parsed = dt.datetime.fromisoformat(text)
-    except ValueError:
-        fail(f"{flag} {text!r} is not an RFC 3339 timestamp, e.g. 2026-12-01T00:00:00Z")
-        raise AssertionError("unreachable") from None
-    if parsed.tzinfo is None:
-        fail(f"{flag} {text!r} needs an offset, e.g. 2026-12-01T00:00:00Z")
-    return parsed.timestamp()
-
-
 @contextlib.contextmanager
-def _progress(paths: tuple[Path, ...]) -> Iterator[Callable[[int], None] | None]:
+def progress_bar(paths: tuple[Path, ...]) -> Iterator[Callable[[int], None] | None]:
     """A progress bar on a terminal for inputs over 10 MB; nothing otherwise."""
     size = sum(path.stat().st_size for path in paths if str(path) != "-")
     if not sys.stderr.isatty() or size < 10_000_000:
