@@ -11,6 +11,7 @@ calls functions that live with their domain (``replay.py``, ``report.py``, ``kaf
 from triggerstream.cli import (  # noqa: F401  (each module adds its commands to main)
     broker,
     demo,
+    explain,
     loadgen,
     produce,
     replay,
