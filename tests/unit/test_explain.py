@@ -264,3 +264,22 @@ def test_invalid_lines_are_counted_and_skipped_as_replay_skips_them(tmp_path: Pa
     assert sum(read.invalid.values()) == 2
     assert read.events == 1
     assert view["state"]["profile"]["plan"] == "free"
+
+
+def test_a_rule_fires_now_only_when_its_trigger_profile_and_policy_all_let_it() -> None:
+    now = at().timestamp()
+    skipped = [(now - 60 * m, 1.0) for m in (50, 40, 30, 20, 10, 0)]
+    state = UserState(plan="free", session_open=True, last_seen_at=now)
+    state.windows = {"free-skip-limit": skipped}
+    view = explain_user(engine(), "ana", state, now, [])
+    assert rule(view, "free-skip-limit") == {
+        "rule_id": "free-skip-limit",
+        "fires_now": True,
+        "detail": "6 of 6 skips in the last 60 minutes; the policy lets it through now: "
+        "sent on in_app",
+    }
+    assert view["state"]["windows"] == {"free-skip-limit": {"within": "60 minutes", "events": 6}}
+    state.plan = "pro"
+    assert (
+        rule(explain_user(engine(), "ana", state, now, []), "free-skip-limit")["fires_now"] is False
+    )
