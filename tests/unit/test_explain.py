@@ -283,3 +283,19 @@ def test_a_rule_fires_now_only_when_its_trigger_profile_and_policy_all_let_it() 
     assert (
         rule(explain_user(engine(), "ana", state, now, []), "free-skip-limit")["fires_now"] is False
     )
+
+
+def test_text_shows_what_producers_sent_as_text_never_as_markup() -> None:
+    import io
+
+    from triggerstream.explain.text import render
+
+    decision = {
+        "at": "2026-11-02T09:00:00Z", "rule_id": "r", "outcome": "suppressed",
+        "reason": "no_channel", "channel": None, "detail": "used [/b] feature: in_app: no",
+    }  # fmt: skip
+    view = explain_user(engine(), "[/i]ana", UserState(), at().timestamp(), [decision], "test")
+    shown = io.StringIO()
+    render(view, shown)
+    assert "[/i]ana as of 2026-11-02T09:00:00Z (test)" in shown.getvalue()
+    assert "used [/b] feature" in shown.getvalue()

@@ -9,11 +9,15 @@ from typing import IO, Any
 def render(view: dict[str, Any], output: IO[str]) -> None:
     """Print ``view`` (:func:`explain_user`'s document) to ``output``."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
+    from rich.text import Text
 
     console = Console(file=output, width=max(120, Console().width), highlight=False)
     state = view["state"]
-    console.print(f"[bold]{view['user_id']}[/bold] as of {state['now']} ({state['now_is']})")
+    console.print(
+        f"[bold]{escape(view['user_id'])}[/bold] as of {state['now']} ({state['now_is']})"
+    )
     console.print(_facts(state), markup=False)
 
     rules = Table(title="Rules: would each fire now, and why", title_justify="left")
@@ -21,7 +25,8 @@ def render(view: dict[str, Any], output: IO[str]) -> None:
     rules.add_column("fires now")
     rules.add_column("why", overflow="fold")
     for rule in view["rules"]:
-        rules.add_row(rule["rule_id"], "yes" if rule["fires_now"] else "no", rule["detail"])
+        # Text, not markup: details carry what producers sent (a feature named "[b]").
+        rules.add_row(rule["rule_id"], "yes" if rule["fires_now"] else "no", Text(rule["detail"]))
     console.print(rules)
 
     if view["pending"]:
@@ -45,7 +50,7 @@ def render(view: dict[str, Any], output: IO[str]) -> None:
             d["outcome"],
             d["reason"] or "",
             d["channel"] or "",
-            d["detail"],
+            Text(d["detail"]),
         )
     console.print(decisions)
 
