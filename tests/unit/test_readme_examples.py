@@ -50,12 +50,13 @@ def test_the_readme_examples_run_and_print_what_the_readme_shows(tmp_path: Path)
     readme = (ROOT / "README.md").read_text()
     tested = examples(readme)
     commands = [command for example in tested for command in example.commands]
-    for name in ("generate", "replay", "report", "compare"):
+    for name in ("generate", "replay", "report", "explain", "compare"):
         assert any(command.startswith(f"triggerstream {name} ") for command in commands), name
     (tmp_path / "examples").symlink_to(ROOT / "examples")
+    (tmp_path / "topics").symlink_to(ROOT / "topics")
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRIGGERSTREAM_")}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env["COLUMNS"] = "200"
+    env["COLUMNS"] = "120"
     for example in tested:
         printed: list[str] = []
         for command in example.commands:

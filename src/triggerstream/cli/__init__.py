@@ -12,6 +12,7 @@ from triggerstream.cli import (  # noqa: F401  (each module adds its commands to
     broker,
     compare,
     demo,
+    explain,
     generate,
     loadgen,
     produce,

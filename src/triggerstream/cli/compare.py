@@ -11,8 +11,7 @@ import orjson
 
 from triggerstream import collector
 from triggerstream.cli.app import fail, main
-from triggerstream.cli.options import build_settings, timestamp, unusable_rules
-from triggerstream.cli.replay import progress_bar
+from triggerstream.cli.options import build_settings, progress_bar, timestamp, unusable_rules
 
 if TYPE_CHECKING:
     from triggerstream.compare import Comparison

@@ -3,9 +3,11 @@ anything runs (a file that cannot be written, a rules file that cannot be used).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -90,3 +92,32 @@ def timestamp(flag: str, text: str) -> float:
     if parsed.tzinfo is None:
         fail(f"{flag} {text!r} needs an offset, e.g. 2026-12-01T00:00:00Z")
     return parsed.timestamp()
+
+
+@contextlib.contextmanager
+def progress_bar(paths: tuple[Path, ...]) -> Iterator[Callable[[int], None] | None]:
+    """A progress bar on a terminal for inputs over 10 MB; nothing otherwise."""
+    size = sum(path.stat().st_size for path in paths if str(path) != "-")
+    if not sys.stderr.isatty() or size < 10_000_000:
+        yield None
+        return
+    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        DownloadColumn(),
+        TimeRemainingColumn(),
+        transient=True,
+    ) as bar:
+        task = bar.add_task("replaying", total=size)
+        done = 0
+
+        def advance(count: int) -> None:
+            nonlocal done
+            done += count
+            if done >= 1_000_000:
+                bar.advance(task, done)
+                done = 0
+
+        yield advance

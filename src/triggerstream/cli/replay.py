@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import click
 
 from triggerstream import collector
 from triggerstream.cli.app import fail, main
-from triggerstream.cli.options import OUTPUT, build_settings, unusable_rules, writable
-from triggerstream.cli.options import timestamp as _timestamp
+from triggerstream.cli.options import (
+    OUTPUT,
+    build_settings,
+    progress_bar,
+    timestamp,
+    unusable_rules,
+    writable,
+)
 
 
 @main.command()
@@ -93,8 +98,8 @@ def replay(
         return
     if sum(str(path) == "-" for path in events) > 1:
         fail("stdin ('-') can be read once; name it once among EVENTS")
-    until_at = _timestamp("--until", until) if until else None
-    now_at = _timestamp("--now", now) if now else None
+    until_at = timestamp("--until", until) if until else None
+    now_at = timestamp("--now", now) if now else None
     named = {"--triggers": triggers, "--decisions": decisions, "--attributions": attributions}
     named["--dlq"] = dlq
     for flag, output in named.items():
@@ -122,32 +127,3 @@ def replay(
             )
     sys.stdout.buffer.flush()
     click.echo(summary.render(), err=True)
-
-
-@contextlib.contextmanager
-def progress_bar(paths: tuple[Path, ...]) -> Iterator[Callable[[int], None] | None]:
-    """A progress bar on a terminal for inputs over 10 MB; nothing otherwise."""
-    size = sum(path.stat().st_size for path in paths if str(path) != "-")
-    if not sys.stderr.isatty() or size < 10_000_000:
-        yield None
-        return
-    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
-
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        DownloadColumn(),
-        TimeRemainingColumn(),
-        transient=True,
-    ) as bar:
-        task = bar.add_task("replaying", total=size)
-        done = 0
-
-        def advance(count: int) -> None:
-            nonlocal done
-            done += count
-            if done >= 1_000_000:
-                bar.advance(task, done)
-                done = 0
-
-        yield advance

@@ -39,6 +39,31 @@ class FrequencyCaps:
                     return f"cap of {cap.max} per {span(per)} reached"
         return None
 
+    def frees_at(self, state: UserState, at: float, channel: str | None = None) -> float | None:
+        """When every cap that :meth:`reached` would name at ``at`` lets one more send
+        through again (the caps on ``channel``, or on every offer), if no send comes
+        meanwhile; None if none is reached. Read-only: for ``explain``."""
+        caps = (
+            self.overall
+            if channel is None
+            else [cap for cap in self.on_channel if cap.channel == channel]
+        )
+        free: float | None = None
+        for cap in caps:
+            per = cap.per.total_seconds()
+            start = at - per
+            inside = [
+                when
+                for when, sent_on in state.sent
+                if start < when <= at and (channel is None or sent_on == channel)
+            ]
+            if len(inside) >= cap.max:
+                # The window (t - per, t] holds fewer than max once the oldest sends
+                # beyond max - 1 are at or before t - per.
+                frees = sorted(inside)[len(inside) - cap.max] + per
+                free = frees if free is None else max(free, frees)
+        return free
+
     def count(self, state: UserState, at: float, channel: str | None) -> None:
         """A send at ``at`` (on ``channel``; None for a held-out decision) counts toward
         every cap; sends older than the longest cap are forgotten."""

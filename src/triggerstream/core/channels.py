@@ -68,6 +68,20 @@ class ChannelRouter:
                     return f"quiet hours ({local:%H:%M} {zone})"
         return self.caps.reached(state, at, channel)
 
+    def quiet_until(self, state: UserState, at: float) -> float | None:
+        """When the quiet hours the user is in at ``at`` end (their ``to`` on the user's
+        wall clock), or None if it is not quiet hours for them. Read-only: for ``explain``."""
+        if self.quiet is None:
+            return None
+        local = self.local_time(state, at)
+        start, end = self.quiet
+        if not _within(local.hour * 60 + local.minute, start, end):
+            return None
+        ends = local.replace(hour=end // 60, minute=end % 60, second=0, microsecond=0)
+        if ends <= local:
+            ends += dt.timedelta(days=1)  # wall-clock arithmetic: right across DST changes
+        return ends.timestamp()
+
     @staticmethod
     def local_time(state: UserState, at: float) -> dt.datetime:
         return dt.datetime.fromtimestamp(at, _zone(state.timezone or "UTC"))

@@ -33,6 +33,13 @@ def remember_id(state: UserState, key: int, at: float) -> None:
     seen[key] = at
 
 
+def seen_in(ids: OrderedDict[int, float], key: int, at: float) -> bool:
+    """:func:`seen` of a bare memory of ids: for a shell that keeps only a user's ids
+    (``explain`` for every user but the one it shows)."""
+    seen_at = ids.get(key)
+    return seen_at is not None and abs(at - seen_at) <= DEDUPE_WINDOW
+
+
 def forget_old_ids(seen: OrderedDict[int, float], horizon: float) -> None:
     """Drop ids older than the horizon from the front (oldest first, as they arrived):
     a few per event keeps the memory at 24 hours without rebuilding it."""

@@ -42,6 +42,11 @@ def _activity(state: UserState, props: Any, at: float) -> None:
         state.last_seen_at = at
 
 
+def _quota_usage(state: UserState, props: Any, at: float) -> None:
+    if latest_word(state, f"quota.{props.resource}", at):
+        state.quotas[props.resource] = (float(props.used), float(props.limit))
+
+
 def _workflow_started(state: UserState, props: Any, at: float) -> None:
     _activity(state, props, at)
     if props.critical:
@@ -191,7 +196,7 @@ def latest_word(state: UserState, fact: str, at: float) -> bool:
 
 FACTS: dict[str, Callable[[UserState, Any, float], None]] = {
     "usage.feature_used": _activity,
-    "usage.quota_usage": _nothing,
+    "usage.quota_usage": _quota_usage,
     "usage.locked_feature_clicked": _activity,
     "usage.workflow_started": _workflow_started,
     "usage.workflow_completed": _workflow_completed,

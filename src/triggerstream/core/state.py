@@ -114,6 +114,9 @@ class UserState:
     """offer id -> when it was dismissed."""
     snoozed: dict[str, float] = field(default_factory=dict)
     """offer id -> until when it is snoozed."""
+    quotas: dict[str, tuple[float, float]] = field(default_factory=dict)
+    """resource -> (used, limit) of its latest reading: what ``explain`` shows against a
+    quota rule's fraction."""
     # trigger memory
     windows: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
     """rule id -> (time, value) of matching events inside its window (count and sum)."""
@@ -178,6 +181,10 @@ class UserState:
         state.seen = OrderedDict((int(key), at) for key, at in document.get("seen", []))
         # JSON arrays become tuples, read from the document: a compiled core checks types.
         state.sent = [(at, channel) for at, channel in document.get("sent", [])]
+        state.quotas = {
+            resource: (used, limit)
+            for resource, (used, limit) in document.get("quotas", {}).items()
+        }
         state.windows = {
             rule: [(at, value) for at, value in entries]
             for rule, entries in document.get("windows", {}).items()
