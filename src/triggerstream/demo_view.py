@@ -125,8 +125,8 @@ def render(
         rules,
     )
     tables = Table.grid(expand=True, padding=(0, 2))
-    tables.add_column(ratio=1)
-    tables.add_column(ratio=1)
+    tables.add_column(ratio=3)
+    tables.add_column(ratio=2)
     tables.add_row(_triggers(tally), _suppressed(tally))
     return Group(Panel(header), _figures(tally, load), tables, _legend(tally), _last(tally))
 
@@ -167,7 +167,7 @@ def _triggers(tally: Tally) -> Table:
 def _suppressed(tally: Tally) -> Table:
     suppressed = Table(title="suppressed, by reason", expand=True, title_justify="left")
     suppressed.add_column("reason", no_wrap=True)
-    suppressed.add_column("decisions", justify="right")
+    suppressed.add_column("count", justify="right")
     for reason, count in tally.suppressions.most_common():
         suppressed.add_row(reason, f"{count:,}")
     return suppressed
