@@ -3,44 +3,39 @@
 It starts the embedded broker (Tansu, in memory), creates the topics, starts a worker
 (a ``triggerstream worker`` process with its RocksDB in a temporary directory), lets a
 population of realistic users loose on the input topics (:mod:`triggerstream.simulation`,
-who also answer the offers they get), and shows what happens live: events per second,
-triggers by rule and channel, suppressions by reason, the time from an event to its
-trigger, the last triggers with their reasons, and where the worker's metrics are.
-Ctrl-C (or ``--duration``) stops everything, in order, and prints a summary.
+who also answer the offers they get), and shows what happens live
+(:mod:`triggerstream.demo_view`). Ctrl-C (or ``--duration``) stops everything, in
+order, and prints a summary and where the worker's log stays.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import io
 import os
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections import Counter, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console, Group
 from rich.live import Live
-from rich.panel import Panel
-from rich.table import Table
-from rich.text import Text
 
 from triggerstream import kafka
 from triggerstream.broker import EmbeddedBroker
+from triggerstream.demo_view import Tally, render
 from triggerstream.loadgen import Load, follow, reacting
 from triggerstream.records import ATTRIBUTIONS_TOPIC, CHANNEL_TOPICS, DECISIONS_TOPIC
+from triggerstream.reloads import RulesReloads
 from triggerstream.settings import Settings
 from triggerstream.simulation import Population
 from triggerstream.topics import load_topics
@@ -50,7 +45,6 @@ READY_TIMEOUT = 120.0
 FAULTS = 0.004
 """The demo's producers get one event in 250 wrong: a retry (dropped as a duplicate) or a
 timestamp without an offset (a dead letter)."""
-CHANNEL_OF_TOPIC = {topic: channel for channel, topic in CHANNEL_TOPICS.items()}
 
 
 def packaged_rules() -> Path:
@@ -66,126 +60,6 @@ class DemoError(RuntimeError):
     """The demo could not start; the message says why and what to do."""
 
 
-@dataclass
-class Tally:
-    """What the demo has seen on the output topics."""
-
-    began: float = field(default_factory=time.monotonic)
-    """When the traffic started."""
-    startup: float = 0.0
-    """Seconds from the command's start to the traffic's: broker, topics, worker."""
-    first_trigger_after: float | None = None
-    """Seconds from the traffic's start to the first trigger seen."""
-    triggers: Counter[tuple[str, str]] = field(default_factory=Counter)
-    suppressions: Counter[str] = field(default_factory=Counter)
-    conversions: int = 0
-    revenue: Counter[str] = field(default_factory=Counter)
-    latencies: deque[float] = field(default_factory=lambda: deque(maxlen=5000))
-    last: deque[tuple[str, str, str, str, str]] = field(default_factory=lambda: deque(maxlen=6))
-
-    def record(self, topic: str, value: dict[str, Any]) -> None:
-        now = time.time()
-        if topic in CHANNEL_OF_TOPIC:
-            if self.first_trigger_after is None:
-                self.first_trigger_after = time.monotonic() - self.began
-            self.triggers[(value["rule_id"], value["channel"])] += 1
-            triggered = dt.datetime.fromisoformat(value["triggered_at"]).timestamp()
-            self.latencies.append(max(0.0, now - triggered))
-            self.last.append(
-                (
-                    time.strftime("%H:%M:%S", time.localtime(now)),
-                    value["user_id"],
-                    value["rule_id"],
-                    value["channel"],
-                    value["reason"]["summary"],
-                )
-            )
-        elif topic == DECISIONS_TOPIC:
-            if value["outcome"] == "suppressed":
-                self.suppressions[value["reason"]] += 1
-        elif topic == ATTRIBUTIONS_TOPIC:
-            self.conversions += 1
-            self.revenue[value["currency"]] += value["revenue"]
-
-    def latency(self, quantile: float) -> float | None:
-        if len(self.latencies) < 2:
-            return None
-        return statistics.quantiles(self.latencies, n=1000)[int(quantile * 1000) - 1]
-
-    def summary(self) -> str:
-        """The line the demo ends with: how fast it was ready, and what it saw."""
-        first = self.first_trigger_after
-        return (
-            f"ready in {self.startup:.1f} s (broker, topics, worker); first trigger "
-            + (
-                "never came"
-                if first is None
-                else f"{self.startup + first:.1f} s after start ({first:.1f} s into the traffic)"
-            )
-            + f"; {sum(self.triggers.values()):,} triggers, "
-            + f"{sum(self.suppressions.values()):,} suppressed, {self.conversions:,} conversions"
-        )
-
-
-def render(tally: Tally, load: Load, where: dict[str, str], final: bool = False) -> Group:
-    """The live view (and, with ``final``, the summary)."""
-    elapsed = time.monotonic() - tally.began
-    header = Text.assemble(
-        ("triggerstream demo", "bold"),
-        f"  ·  {elapsed:,.0f} s  ·  broker {where['broker']}  ·  metrics ",
-        (where["metrics"], "underline"),
-        "\n",
-        f"worker log {where['log']}",
-        "" if final else "  ·  Ctrl-C stops",
-    )
-    first = tally.first_trigger_after
-    p50, p99 = tally.latency(0.5), tally.latency(0.99)
-    figures = Table.grid(padding=(0, 3))
-    for _ in range(4):
-        figures.add_column(justify="right")
-    figures.add_row(
-        Text.assemble((f"{load.events_per_second():,.0f}", "bold"), " events/s"),
-        Text.assemble((f"{load.sent:,}", "bold"), " events sent"),
-        Text.assemble((f"{sum(tally.triggers.values()):,}", "bold green"), " triggers"),
-        Text.assemble((f"{tally.conversions:,}", "bold"), " conversions"),
-    )
-    figures.add_row(
-        "first trigger " + ("-" if first is None else f"{tally.startup + first:.1f} s after start"),
-        "event→trigger p50 " + ("-" if p50 is None else f"{p50 * 1000:,.0f} ms"),
-        "p99 " + ("-" if p99 is None else f"{p99 * 1000:,.0f} ms"),
-        "revenue " + (", ".join(f"{v:,.2f} {c}" for c, v in tally.revenue.items()) or "-"),
-    )
-
-    triggers = Table(title="triggers by rule and channel", expand=True, title_justify="left")
-    triggers.add_column("rule")
-    channels = sorted(CHANNEL_TOPICS)
-    for channel in channels:
-        triggers.add_column(channel, justify="right")
-    for rule in sorted({rule for rule, _ in tally.triggers}):
-        counts = [tally.triggers[(rule, channel)] for channel in channels]
-        triggers.add_row(rule, *(f"{n:,}" if n else "" for n in counts))
-
-    suppressed = Table(title="suppressed, by reason", expand=True, title_justify="left")
-    suppressed.add_column("reason")
-    suppressed.add_column("decisions", justify="right")
-    for reason, count in tally.suppressions.most_common():
-        suppressed.add_row(reason, f"{count:,}")
-
-    tables = Table.grid(expand=True, padding=(0, 2))
-    tables.add_column(ratio=3)
-    tables.add_column(ratio=2)
-    tables.add_row(triggers, suppressed)
-
-    last = Table(title="last triggers", expand=True, title_justify="left")
-    for name in ("at", "user", "rule", "channel"):
-        last.add_column(name, no_wrap=True)
-    last.add_column("why", ratio=1)
-    for row in reversed(tally.last):
-        last.add_row(*row)
-
-    return Group(Panel(header), figures, tables, last)
-
-
 @dataclass(frozen=True)
 class DemoOptions:
     """What ``triggerstream demo`` was asked for."""
@@ -197,14 +71,17 @@ class DemoOptions:
     port: int
     web_port: int
     keep: Path | None
-    """Where the logs and RocksDB state go and stay (None: a temporary directory)."""
+    """Where the logs and RocksDB state go and stay (None: a temporary directory, and
+    the worker's log next to it, kept)."""
     screenshot: Path | None
 
 
 class Demo:
     """The broker, topics, worker and traffic of one demo run."""
 
-    def __init__(self, options: DemoOptions, folder: Path, console: Console, began: float) -> None:
+    def __init__(
+        self, options: DemoOptions, folder: Path, log_path: Path, console: Console, began: float
+    ) -> None:
         self.options = options
         self.rules = options.rules or packaged_rules()
         self.began = began
@@ -213,11 +90,12 @@ class Demo:
         self.broker = EmbeddedBroker(options.port, folder / "broker.log")
         self.settings = Settings(kafka_bootstrap=self.broker.bootstrap, web_port=options.web_port)
         self.worker: subprocess.Popen[bytes] | None = None
-        self.log_path = folder / "worker.log"
+        self.log_path = log_path
         self.log_start = 0
         """Where this run's worker began writing in the log (kept folders append)."""
         self.where = {
             "broker": self.broker.bootstrap,
+            "inspector": f"http://127.0.0.1:{options.web_port}/",
             "metrics": f"http://127.0.0.1:{options.web_port}/metrics",
             "log": str(self.log_path),
         }
@@ -233,7 +111,10 @@ class Demo:
             console.print("topics created")
             with console.status("starting a worker (joining its group, recovering tables)"):
                 self._start_worker()
-            console.print(f"worker ready; metrics on {self.where['metrics']}")
+            console.print(
+                f"worker ready; inspector on {self.where['inspector']}, "
+                f"metrics on {self.where['metrics']}"
+            )
             return asyncio.run(self._live())
         finally:
             self.stop()
@@ -292,8 +173,9 @@ class Demo:
             loop.add_signal_handler(signum, stop.set)
         population = Population(self.options.users, seed=int(time.time()), faults=FAULTS)
         load = Load(self.settings, population, self.options.rate)
-        tally = Tally()
+        tally = Tally(worker_log=self.log_path)
         tally.startup = tally.began - self.began
+        reloads = RulesReloads(self.log_path, self.log_start, self.rules)
         react = reacting(population)
 
         def on_record(topic: str, value: dict[str, Any]) -> None:
@@ -304,21 +186,24 @@ class Demo:
         following = asyncio.create_task(follow(self.settings, outputs, on_record, stop))
         await asyncio.sleep(0.5)  # the follower is at the end of its topics before traffic
         producing = asyncio.create_task(load.run(stop, self.options.duration))
-        with Live(
-            render(tally, load, self.where), console=self.console, refresh_per_second=4
-        ) as live:
+
+        def view(final: bool = False) -> Group:
+            reloads.poll()
+            return render(tally, load, self.where, reloads.describe(), final)
+
+        with Live(view(), console=self.console, refresh_per_second=4) as live:
             while not producing.done():
                 if self.worker is not None and self.worker.poll() is not None:
                     stop.set()
                     await asyncio.gather(producing, following, return_exceptions=True)
                     raise self._worker_failed("the worker stopped")
-                live.update(render(tally, load, self.where))
+                live.update(view())
                 await asyncio.sleep(0.25)
             await producing  # raises what stopped it, if anything
             await asyncio.sleep(2)  # the last triggers arrive
             stop.set()
             await following
-            final = render(tally, load, self.where, final=True)
+            final = view(final=True)
             live.update(final)
         if self.options.screenshot is not None:
             recorder = Console(record=True, width=110, file=io.StringIO())
@@ -378,14 +263,16 @@ def _cause(path: Path, start: int = 0) -> str:
 
 
 def run(options: DemoOptions, console: Console, began: float) -> Tally:
-    """Run a demo; its files (logs, RocksDB) go to ``options.keep`` or a temporary
-    directory, removed at the end unless the demo failed (its message points into it).
+    """Run a demo; its files (logs, RocksDB) go to ``options.keep``, or else to a
+    temporary directory removed at the end, with the worker's log next to it and kept:
+    the view, a failure's message and the summary point to it.
 
     The embedded broker starts empty every time, so a kept folder's RocksDB state from an
     earlier demo can only be ahead of its changelogs (the worker would refuse it): it is
     replaced, and the logs are kept and appended to."""
     folder = options.keep or Path(tempfile.mkdtemp(prefix="triggerstream-demo-"))
     folder.mkdir(parents=True, exist_ok=True)
+    log = folder / "worker.log" if options.keep else folder.with_name(f"{folder.name}-worker.log")
     earlier = folder / "data"
     if earlier.exists():
         try:
@@ -399,13 +286,9 @@ def run(options: DemoOptions, console: Console, began: float) -> Tally:
             f"replaced the RocksDB state of an earlier demo in {earlier} "
             "(the embedded broker starts empty, so it matched nothing)"
         )
-    keep = options.keep is not None
     try:
-        return Demo(options, folder, console, began).run()
-    except DemoError:
-        keep = True  # its message says where the worker's log is
-        raise
+        return Demo(options, folder, log, console, began).run()
     finally:
-        if not keep:
+        if options.keep is None:
             with contextlib.suppress(OSError):
                 shutil.rmtree(folder)

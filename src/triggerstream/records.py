@@ -34,6 +34,24 @@ SuppressionReason: TypeAlias = Literal[
 """Why a match was not sent, in the order the policy checks them (docs/contract.md section 7).
 ``holdout`` is the reason of a held-out decision, not a suppression."""
 
+REASON_WORDS: dict[SuppressionReason, str] = {
+    "opted_out": "the user opted out of offers",
+    "already_owned": "the user already owns the offer's product",
+    "nothing_to_recommend": "a cross-sell offer had no item left to recommend",
+    "detractor": "the user's latest NPS answer makes them a detractor",
+    "open_tickets": "the user has too many open support tickets",
+    "critical_workflow": "the user is in the middle of a critical workflow",
+    "snoozed": "the user snoozed all offers, or this one",
+    "dismissed": "the user dismissed this offer a short while ago",
+    "cooldown": "this rule reached the user too recently",
+    "frequency_cap": "the user already had as many offers as a frequency cap allows",
+    "holdout": "the user is in the control group: nothing is sent, the lift is measured",
+    "no_channel": "no channel could reach the user (no session, no consent, quiet hours, a cap)",
+    "lower_priority": "a more important offer went to the user at the same moment",
+}
+"""Each reason in one short sentence, for people (the demo's legend; section 7 has the
+precise conditions)."""
+
 CHANNEL_TOPICS: dict[str, str] = {
     "in_app": "offer-triggers.in-app",
     "push": "offer-triggers.push",

@@ -17,8 +17,11 @@ import pytest
 from tests.conftest import TRIGGERSTREAM, free_port, run_cli
 from tests.scenarios import RULES
 from tests.worker_support import create_topics, read_topic
+from triggerstream.demo import packaged_rules
 from triggerstream.events import INPUT_TOPICS
 from triggerstream.ports import port_is_free
+from triggerstream.records import REASON_WORDS
+from triggerstream.rules.load import load_rules
 from triggerstream.settings import Settings
 
 SUMMARY = re.compile(
@@ -34,10 +37,20 @@ def summary(output: str) -> dict[str, float]:
     return {key: float(value.replace(",", "")) for key, value in found.groupdict().items()}
 
 
-def log_folder(output: str) -> Path:
-    found = re.search(r"worker log (\S+)", output)
-    assert found, output
-    return Path(found.group(1)).parent
+def kept_log(output: str) -> Path:
+    """The worker's log, as the view shows it and the last line says it stays."""
+    shown = re.search(r"worker log (\S+)", output)
+    stays = re.search(r"the worker's log stays in (\S+)", output)
+    assert shown, output
+    assert stays, output
+    assert shown.group(1) == stays.group(1)
+    return Path(stays.group(1))
+
+
+def last_triggers(output: str) -> list[list[str]]:
+    """The rows of the view's "last triggers" table: at, user, rule, channel, offer, why."""
+    rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in output.splitlines()]
+    return [row for row in rows if len(row) == 6 and re.fullmatch(r"\d\d:\d\d:\d\d", row[0])]
 
 
 @pytest.mark.own_broker
@@ -50,6 +63,7 @@ def test_the_demo_shows_triggers_within_30_seconds_and_cleans_up_after_itself() 
         text=True,
         timeout=240,
         check=False,
+        env={**os.environ, "COLUMNS": "200"},  # a terminal wide enough for whole rows
     )
     took = time.monotonic() - began
     assert result.returncode == 0, result.stdout + result.stderr
@@ -62,9 +76,29 @@ def test_the_demo_shows_triggers_within_30_seconds_and_cleans_up_after_itself() 
         assert heading in result.stdout
     assert f"http://127.0.0.1:{web_port}/metrics" in result.stdout
     assert "free-skip-limit" in result.stdout
-    # Stopped in order: ports free again, its temporary directory gone, quickly.
+    # Each trigger with its offer's title, as the rules file names it.
+    rules = load_rules(packaged_rules())
+    titles = {rule.id: rules.offers[rule.offer].title for rule in rules.rules}
+    shown = last_triggers(result.stdout)
+    assert shown, result.stdout
+    assert all(offer == titles[rule] for _, _, rule, _, offer, _ in shown), shown
+    # Each reason in the table, in words; the rules as loaded; where the inspector is.
+    reasons = [code for code in REASON_WORDS if re.search(rf"│ {code} +│", result.stdout)]
+    assert reasons, result.stdout
+    for code in reasons:
+        words = re.escape(REASON_WORDS[code])
+        assert re.search(rf"^{code} +{words}", result.stdout, re.M), code
+    assert "rules: loaded at start" in result.stdout
+    assert f"inspector http://127.0.0.1:{web_port}/ " in result.stdout
+    # Stopped in order: ports free again, its temporary directory gone (its worker's
+    # log kept next to where it was, as the view said), quickly.
     assert port_is_free(web_port)
-    assert not log_folder(result.stdout).exists()
+    log = kept_log(result.stdout)
+    try:
+        assert "ready:" in log.read_text()
+        assert not log.with_name(log.name.removesuffix("-worker.log")).exists()
+    finally:
+        log.unlink()
     assert took < 120, f"the demo took {took:.0f} s for 20 s of traffic"
     assert "Traceback" not in result.stdout + result.stderr
 
@@ -74,6 +108,8 @@ def test_ctrl_c_stops_the_demo_cleanly_with_a_summary(tmp_path: Path) -> None:
     web_port = free_port()
     broker_port = free_port()
     output = tmp_path / "demo.out"
+    rules = tmp_path / "rules.yaml"
+    shutil.copy(packaged_rules(), rules)
     with output.open("wb") as out:
         demo = subprocess.Popen(
             [
@@ -87,9 +123,12 @@ def test_ctrl_c_stops_the_demo_cleanly_with_a_summary(tmp_path: Path) -> None:
                 str(web_port),
                 "--keep",
                 str(tmp_path / "kept"),
+                "--rules",
+                str(rules),
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
+            env={**os.environ, "COLUMNS": "200"},
         )
     try:
         deadline = time.monotonic() + 120
@@ -101,6 +140,8 @@ def test_ctrl_c_stops_the_demo_cleanly_with_a_summary(tmp_path: Path) -> None:
         time.sleep(8)
         with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/metrics", timeout=5) as page:
             assert b"triggerstream_events_total{" in page.read()
+        rules.write_text("rules: [{id: broken, offer: nowhere}]\n")  # refused, and shown
+        time.sleep(4)
         demo.send_signal(signal.SIGINT)
         assert demo.wait(90) == 0, output.read_text()
     finally:
@@ -109,6 +150,9 @@ def test_ctrl_c_stops_the_demo_cleanly_with_a_summary(tmp_path: Path) -> None:
             demo.wait()
     text = output.read_text()
     assert summary(text)["triggers"] > 0
+    assert "rules: a change refused at " in text
+    assert "the running rules stay: rules.yaml:1:1: offers: required" in text
+    assert kept_log(text) == tmp_path / "kept" / "worker.log"
     assert port_is_free(web_port)
     assert port_is_free(broker_port)
     # --keep kept the logs: the worker stopped cleanly, committing on its way out.
@@ -218,5 +262,6 @@ def test_a_failing_demo_says_why_in_one_line_and_keeps_the_log_it_points_to(
     try:
         assert log.is_file(), "the log the message points to was removed"
         assert "ready:" in log.read_text()
+        assert not log.with_name(log.name.removesuffix("-worker.log")).exists()
     finally:
-        shutil.rmtree(log.parent)
+        log.unlink()

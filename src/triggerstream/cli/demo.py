@@ -45,7 +45,8 @@ from triggerstream.ports import free_port, port_is_free
     "--keep",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Keep the logs and RocksDB state in this directory [default: removed at the end].",
+    help="Keep the logs and RocksDB state in this directory [default: a temporary one, "
+    "removed at the end but for the worker's log].",
 )
 @click.option(
     "--screenshot",
@@ -66,7 +67,8 @@ def demo(
     """Run everything on this machine, with nothing else installed: an embedded broker,
     the topics, a worker, realistic users (listeners skipping tracks, teams filling
     their storage, shoppers, trials, tickets, NPS answers, and their answers to the
-    offers they get), and a live view of triggers, suppressions and latency.
+    offers they get), and a live view of triggers with their offers, suppressions and
+    what each reason means, the last rules reload, and latency.
 
     Ctrl-C stops it all in order and prints a summary.
     """
@@ -110,3 +112,5 @@ def demo(
         return
     console.print()
     console.print(tally.summary())
+    if tally.worker_log is not None:
+        console.print(f"the worker's log stays in {tally.worker_log}")
