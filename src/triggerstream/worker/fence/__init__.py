@@ -18,6 +18,7 @@ Everything else in the worker uses the public API only.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.metadata
 import inspect
 import re
@@ -106,7 +107,8 @@ INSTANCE_ATTRIBUTES: dict[type, tuple[str, ...]] = {
     RocksDBStore: ("_dbs",),  # the open database of each partition
 }
 """Attributes faust, mode and aiokafka set on their instances: :func:`check` finds each
-assigned in the class's source, :func:`require` on the instance when one is made."""
+assigned in the source of the class or a base, :func:`require` on the instance when one
+is made."""
 
 
 def supported() -> str:
@@ -130,7 +132,8 @@ def _mismatch(what: str) -> FrameworkMismatch:
 
 def check() -> None:
     """Every private member in :data:`PRIVATE` exists with the parameters expected and
-    every attribute of :data:`INSTANCE_ATTRIBUTES` is still assigned by its class;
+    every attribute of :data:`INSTANCE_ATTRIBUTES` is still assigned in the modules of
+    its class and its bases;
     raises :class:`FrameworkMismatch` naming the first that is not."""
     for private in PRIVATE:
         where = f"{_name(private.owner)}.{private.name}"
@@ -159,9 +162,19 @@ def _name(owner: type) -> str:
 
 
 def _sources(owner: type) -> Iterator[str]:
+    """The source of every module defining a class of ``owner``'s MRO (each read once:
+    ``inspect.getsource`` of each class tokenizes its file and took a second at start)."""
     for cls in owner.__mro__:
         with contextlib.suppress(TypeError, OSError):
-            yield inspect.getsource(cls)
+            path = inspect.getsourcefile(cls)
+            if path is not None:
+                yield _read(path)
+
+
+@functools.cache
+def _read(path: str) -> str:
+    with open(path, encoding="utf-8") as file:
+        return file.read()
 
 
 def require(instance: object, owner: type) -> None:
