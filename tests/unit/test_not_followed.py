@@ -106,6 +106,37 @@ def test_a_then_before_the_first_does_not_count() -> None:
     assert [d.at for d in result.decisions] == [at(hours=1, minutes=2)]
 
 
+def test_a_then_at_the_very_time_of_the_first_does_not_follow_it_in_either_order() -> None:
+    for lines in (
+        [checkout("maya", at()), order("maya", at())],
+        [order("maya", at()), checkout("maya", at())],
+    ):
+        result = replay(rules_file([CART]), [*in_session("maya", at()), *lines], until=at(hours=2))
+        assert [d.at for d in result.decisions] == [at(hours=1)]
+
+
+def test_one_type_may_be_first_and_then_each_event_ending_one_wait_and_starting_the_next() -> None:
+    quiet = rule(
+        "quiet-after-skip",
+        {
+            "not_followed": {
+                "first": {"type": "usage.feature_used"},
+                "then": {"type": "usage.feature_used"},
+                "within": "1h",
+            }
+        },
+        channels=["email"],
+        cooldown="0s",
+    )
+    lines = [
+        *in_session("maya", at()),
+        later("maya", at(minutes=10)),
+        later("maya", at(minutes=30)),
+    ]
+    result = replay(rules_file([quiet]), lines, until=at(hours=3))
+    assert [d.at for d in result.decisions] == [at(hours=1, minutes=30)]
+
+
 def test_a_newer_first_restarts_the_wait_one_pending_per_rule_and_user() -> None:
     lines = [
         *in_session("maya", at()),
