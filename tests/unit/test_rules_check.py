@@ -99,7 +99,7 @@ EXPECTED = [
     (
         "16:",
         "rules[2].trigger",
-        "give exactly one trigger kind of event, count, sum, quota, nps, deadline, inactivity (got quota, nps)",
+        "give exactly one trigger kind of event, count, sum, quota, nps, deadline, inactivity, not_followed (got quota, nps)",
     ),
     ("19:", "rules[3].trigger.sum.field", "`currency` is not a numeric property"),
     ("21:", "policy.quiet_hours.from", "should match pattern"),

@@ -10,7 +10,8 @@ Where each idea lives:
 - ``rule.py``: a rule compiled once; a match waiting for its decision.
 - ``triggers.py``: one matcher per trigger kind of an event (event, count, sum, quota,
   nps); a skip is counted in ``on_count``.
-- ``timers.py``: deadlines, delays and inactivity: when they are due and what fires.
+- ``timers.py``: deadlines, delays, inactivity and not_followed waits: when they are due
+  and what fires; ``not_followed.py``: a ``first`` event starts a wait, a ``then`` ends it.
 - ``decide.py``: the matches of one moment in priority order, the policy's verdict, what
   it leaves behind (cooldown, caps, touch) and the trigger sent.
 - ``policy.py``: the suppression checks in order; ``caps.py``: every frequency cap,

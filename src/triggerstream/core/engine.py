@@ -9,8 +9,9 @@ No I/O, no clock, no faust: the shells (replay, the worker) own files, topics, t
 storage, and both call exactly this, so they decide alike. The order inside ``process``:
 drop a duplicate (duplicates.py); update the user's facts (facts.py); credit a purchase
 to an earlier offer (attribution.py); match every rule that listens to the event
-(triggers.py; timers.py holds the delayed and sets deadlines); decide the matches of
-this moment in priority order (decide.py, with the policy in policy.py).
+(triggers.py; timers.py holds the delayed and sets deadlines; not_followed.py starts
+and ends waits); decide the matches of this moment in priority order (decide.py, with
+the policy in policy.py).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from triggerstream.core import not_followed
 from triggerstream.core.attribution import attribute_order, attribute_plan
 from triggerstream.core.decide import Decider, erasure
 from triggerstream.core.duplicates import DEDUPE_WINDOW, forget_old_ids, remember_id, seen
@@ -65,6 +67,7 @@ class Engine:
                 for qualified in DEADLINE_FIELDS[rule.spec.field]:
                     self.deadline_rules.setdefault(qualified, []).append(rule)
         self.inactivity_rules = [r for r in self.compiled if r.kind == "inactivity"]
+        self.not_followed = not_followed.listeners(self.compiled)
         self.attribution_window = rules.policy.attribution.window.total_seconds()
         self._facts: dict[str, Callable[[UserState, Any, float], None]] = FACTS
 
@@ -177,6 +180,9 @@ class Engine:
         deadlines = self.deadline_rules.get(qualified)
         if deadlines is not None:
             set_deadlines(deadlines, state, event, qualified, at, now)
+        sides = self.not_followed.get(qualified)
+        if sides is not None:
+            not_followed.on_event(sides, state, event, qualified, now)
         return hold_delayed(state, found, at, now, basket) if found else found
 
     def _fire_due(self, user_id: str, state: UserState, now: float, step: Step) -> None:

@@ -27,7 +27,8 @@ MAX_LISTED = 64
 
 @dataclass(slots=True)
 class Timer:
-    """A time-based trigger waiting for its due time (deadline, inactivity or delay).
+    """A time-based trigger waiting for its due time (deadline, inactivity, delay or
+    not_followed).
 
     ``cause_*`` name the event that set it: its id goes into the trigger id with the due
     time, so a re-run gives the same id.
@@ -35,7 +36,7 @@ class Timer:
 
     due: float
     rule_id: str
-    kind: str  # deadline | inactivity | delay
+    kind: str  # deadline | inactivity | delay | not_followed
     set_at: float
     cause_id: str
     cause_type: str
@@ -127,6 +128,9 @@ class UserState:
     inactivity_fired: dict[str, float] = field(default_factory=dict)
     """rule id -> the ``last_seen_at`` of the inactive spell it fired for (once per spell).
     Inactivity needs no stored timer: it is due at ``last_seen_at`` plus the rule's span."""
+    followed: dict[str, float] = field(default_factory=dict)
+    """rule id -> time of the latest ``then`` event of a ``not_followed`` rule: a ``first``
+    read after a later ``then`` (from another topic, or sent late) is already followed."""
     timers: list[Timer] = field(default_factory=list)
     touches: list[Touch] = field(default_factory=list)
     """Emitted and held-out decisions inside the attribution window, oldest first."""

@@ -96,3 +96,11 @@ def event_sentence(qualified_type: str, props: Any) -> str:
     }
     make: Callable[[], str] | None = sentences.get(name)
     return make() if make is not None else name.replace("_", " ")
+
+
+def not_followed(facts: dict[str, Any]) -> str:
+    """Why a ``not_followed`` timer fired: ``checkout_started at 2026-11-02T09:00:00Z, no
+    order_completed within 60 minutes``."""
+    first = facts["first"].split(".", 1)[1]
+    then = facts["then"].split(".", 1)[1]
+    return f"{first} at {facts['first_at']}, no {then} within {facts['within']}"

@@ -1,9 +1,10 @@
 """Timers: when a time-based match is due, and what fires when the user's clock passes it.
 
-Three kinds: ``deadline`` (set by the event that carries a trial's or a subscription's
+Four kinds: ``deadline`` (set by the event that carries a trial's or a subscription's
 end, due the rule's ``before`` ahead of it), ``delay`` (a match held back the rule's
-``delay``) and ``inactivity`` (never stored: derived from ``last_seen_at``, one per rule
-and spell of silence). Timers due at one time are one moment, decided together.
+``delay``), ``inactivity`` (never stored: derived from ``last_seen_at``, one per rule
+and spell of silence) and ``not_followed`` (set and ended by events: not_followed.py).
+Timers due at one time are one moment, decided together.
 """
 
 from __future__ import annotations
@@ -178,6 +179,10 @@ def _fired(state: UserState, rules: dict[str, CompiledRule], timer: Timer) -> Ma
     if timer.kind == "delay":
         summary = f"{facts.pop('summary')} ({summaries.span(timer.due - timer.set_at)} ago)"
         basket = tuple(facts.pop("basket", ()))
+    elif timer.kind == "not_followed":
+        if not rule.profile_holds(state):
+            return None
+        summary = summaries.not_followed(facts)
     else:
         # Once per spell and once per deadline value, whether the profile holds or not.
         if timer.kind == "inactivity":

@@ -81,6 +81,8 @@ def _trigger(
     timers = [t for t in pending if t.rule_id == rule.id]
     if kind == "deadline":
         return False, _deadline(rule, state, timers)
+    if kind == "not_followed":
+        return False, _not_followed(rule, timers)
     return False, _inactivity(rule, state, timers)
 
 
@@ -134,6 +136,20 @@ def _inactivity(rule: CompiledRule, state: UserState, timers: list[Timer]) -> st
     if timers:
         return f"last seen {last}: due {_due(timers[0])} after {quiet} without activity"
     return f"fired for this spell (last seen {last}); fires again {quiet} after the next activity"
+
+
+def _not_followed(rule: CompiledRule, timers: list[Timer]) -> str:
+    first, then = rule.spec.first, rule.spec.then
+    if timers:
+        facts = timers[0].facts
+        return (
+            f"{facts['first']} at {facts['first_at']}: waiting for {then.type}"
+            f"{_where(then.where)} until {_due(timers[0])}"
+        )
+    return (
+        f"nothing pending: fires {rule.within_text} after a {first.type}{_where(first.where)} "
+        f"that no {then.type}{_where(then.where)} follows"
+    )
 
 
 def _due(timer: Timer) -> str:

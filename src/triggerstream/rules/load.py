@@ -275,6 +275,12 @@ def cross_checks(
                 spec = trigger.get(kind)
                 if isinstance(spec, dict) and isinstance(spec.get("type"), str):
                     problems += _event_checks((*here, "trigger", kind), spec)
+            sequence = trigger.get("not_followed")
+            sides = sequence if isinstance(sequence, dict) else {}
+            for step in ("first", "then"):
+                spec = sides.get(step)
+                if isinstance(spec, dict) and isinstance(spec.get("type"), str):
+                    problems += _event_checks((*here, "trigger", "not_followed", step), spec)
         profile = rule.get("profile")
         if isinstance(profile, dict):
             for name in profile:

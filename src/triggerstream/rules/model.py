@@ -141,7 +141,31 @@ class InactivityTrigger(Strict):
     for_: Duration = Field(alias="for")
 
 
-TRIGGER_KINDS = ("event", "count", "sum", "quota", "nps", "deadline", "inactivity")
+class NotFollowedTrigger(Strict):
+    """A ``first`` event with no ``then`` event after it ``within`` (cart abandonment)."""
+
+    first: EventTrigger
+    then: EventTrigger
+    within: Duration
+
+    @field_validator("within")
+    @classmethod
+    def _waits(cls, within: dt.timedelta) -> dt.timedelta:
+        if within <= dt.timedelta(0):
+            raise ValueError("must be more than 0s: the wait for `then` after `first`")
+        return within
+
+
+TRIGGER_KINDS = (
+    "event",
+    "count",
+    "sum",
+    "quota",
+    "nps",
+    "deadline",
+    "inactivity",
+    "not_followed",
+)
 
 
 class Trigger(Strict):
@@ -154,6 +178,7 @@ class Trigger(Strict):
     nps: NpsTrigger | None = None
     deadline: DeadlineTrigger | None = None
     inactivity: InactivityTrigger | None = None
+    not_followed: NotFollowedTrigger | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Trigger:

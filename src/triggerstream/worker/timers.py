@@ -1,7 +1,7 @@
-"""Timers on the wall clock. The timers themselves (deadline, inactivity, delay) live
-in each user's state; the worker keeps an index of when each user's next one falls due
-(a :class:`TimerSchedule` per partition, rebuilt from the table after every rebalance)
-and, once a timer falls due on the wall clock, sends the user a tick on
+"""Timers on the wall clock. The timers themselves (deadline, inactivity, delay,
+not_followed) live in each user's state; the worker keeps an index of when each user's
+next one falls due (a :class:`TimerSchedule` per partition, rebuilt from the table after
+every rebalance) and, once a timer falls due on the wall clock, sends the user a tick on
 ``timer-ticks`` (the partition of the user's state). The firing happens in a batch like
 any event: one writer per user, changelogged, never twice.
 
