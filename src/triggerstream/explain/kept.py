@@ -1,8 +1,9 @@
 """The decisions a user's state keeps, for a view with no decision log (the worker's
 inspector, docs/contract.md section 16).
 
-The state keeps each emitted and held-out decision inside the attribution window (its
-touches, the latest ``MAX_TOUCHES``): a purchase may be credited to it. Those are
+The state keeps each emitted and held-out decision within the attribution window before
+the latest of them (its touches, ``MAX_TOUCHES`` at most): a purchase may be credited to
+it. Those are
 rebuilt here as decision records of section 8, with the ids, rule, outcome, channel,
 experiment, variant and time the decision had. What the state does not keep is said
 rather than guessed: suppressed decisions, and each decision's detail (the state keeps
@@ -51,7 +52,7 @@ def what_is_kept(attribution_window: float) -> str:
     """The words that say which decisions :func:`kept_decisions` gives."""
     return (
         "the emitted and held-out decisions the user's state keeps for attribution: "
-        f"those of the last {span(attribution_window)} (the attribution window), "
-        f"the latest {MAX_TOUCHES} at most; suppressed decisions are not kept, "
+        f"those within {span(attribution_window)} (the attribution window) before the "
+        f"latest of them, {MAX_TOUCHES} at most; suppressed decisions are not kept, "
         "and each decision's detail names only its offer"
     )
