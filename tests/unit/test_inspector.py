@@ -40,7 +40,7 @@ class FakeWorker:
         self.owned = owned
         self.lifecycle = self
         self.store = self
-        self.rules = load_rules(RULES)
+        self.engines = Engine(load_rules(RULES))
 
     def readiness(self) -> list[int] | None:
         return self.owned
@@ -49,7 +49,7 @@ class FakeWorker:
         return self.rows.setdefault(partition, {})
 
     def engine(self, partition: int) -> Engine:
-        return Engine(self.rules)
+        return self.engines
 
 
 @pytest.fixture(scope="module")
