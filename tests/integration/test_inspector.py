@@ -30,6 +30,7 @@ from tests.worker_support import (
 )
 from triggerstream.records import DECISIONS_TOPIC
 from triggerstream.settings import Settings
+from triggerstream.topics import input_partitions
 
 # As the worker's parity test: 90 days back, the scenarios' timers are all due.
 BACK = dt.timedelta(days=-90)
@@ -153,6 +154,56 @@ def test_a_user_with_no_state_is_404_naming_the_partition(inspected: Inspected) 
     assert headers["Cache-Control"] == "no-store"
     status, ready, _ = inspected.get("/readyz")
     assert body["partition"] in ready["partitions"]
+
+
+def test_the_inspector_is_the_one_way_to_read_a_user_over_http(inspected: Inspected) -> None:
+    """faust's own /table and /router endpoints, which would read any table's key
+    outside the batches, are off."""
+    for path in ("/table/", f"/table/users/{USER}/", f"/router/users/{USER}/"):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(inspected.url + path, timeout=10)
+        assert refused.value.code == 404, path
+
+
+def test_a_user_on_another_workers_partition_is_404_naming_it(
+    cli_env: dict[str, str], tmp_path: Path, workers: list[WorkerProcess]
+) -> None:
+    """Two workers share the partitions: the one without USER's names the partition,
+    the other owns it (and, with no event read, keeps no state of USER)."""
+    create_topics(cli_env)
+    pair = [WorkerProcess(cli_env, RULES, tmp_path, name).start() for name in ("w1", "w2")]
+    workers += pair
+    for worker in pair:
+        worker.wait_ready()
+    owned = wait_for_shared(pair)
+    answers = {}
+    for worker, partitions in zip(pair, owned, strict=True):
+        status, body, _ = Inspected(worker, []).get(f"/users/{USER}")
+        answers[body["error"]] = (status, body, partitions)
+    status, body, partitions = answers["not_owned"]
+    assert status == 404
+    assert body["partition"] not in partitions
+    assert body["partitions_owned"] == partitions
+    assert f"partition {body['partition']}" in body["detail"]
+    status, other, partitions = answers["no_state"]
+    assert status == 404
+    assert other["partition"] == body["partition"]
+    assert other["partition"] in partitions
+
+
+def wait_for_shared(pair: list[WorkerProcess], timeout: float = 90) -> list[list[int]]:
+    """The partitions each worker owns, once both are ready and share them all."""
+    deadline = time.monotonic() + timeout
+    owned: list[list[int]] = []
+    while time.monotonic() < deadline:
+        owned = []
+        for worker in pair:
+            status, body, _ = Inspected(worker, []).get("/readyz")
+            owned.append(body.get("partitions", []) if status == 200 else [])
+        if all(owned) and sorted(owned[0] + owned[1]) == list(range(input_partitions())):
+            return owned
+        time.sleep(0.5)
+    raise AssertionError(f"the workers did not share the partitions: {owned}")
 
 
 def test_a_person_reads_a_user_on_the_page_in_chromium(inspected: Inspected) -> None:
