@@ -41,9 +41,15 @@ class Settings(BaseSettings):
         -1,
         description="Replicas for `topics create`; -1: the broker's default.replication.factor.",
     )
-    web_port: int = Field(6066, ge=0, le=65535, description="Metrics and health port.")
+    web_port: int = Field(
+        6066,
+        ge=0,
+        le=65535,
+        description="Metrics, health and inspector port (the inspector shows personal data).",
+    )
     web_host: str = Field(
-        "0.0.0.0", description="Address the metrics and health server binds (all by default)."
+        "0.0.0.0",
+        description="Address the metrics, health and inspector server binds (all by default).",
     )
     processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
     client_id: str = Field("triggerstream", min_length=1)

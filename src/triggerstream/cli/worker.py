@@ -32,7 +32,8 @@ from triggerstream.cli.options import build_settings, kafka_flags, unusable_rule
     "--web-port",
     type=click.IntRange(0, 65535),
     default=None,
-    help="Metrics and health port [env TRIGGERSTREAM_WEB_PORT, default 6066].",
+    help="Metrics, health and inspector port (personal data: keep it private) "
+    "[env TRIGGERSTREAM_WEB_PORT, default 6066].",
 )
 def worker(**flags: Any) -> None:
     """Run a stream worker: read the input topics, write triggers, decisions,

@@ -128,6 +128,11 @@ def build_app(settings: Settings, partitions: int, replicas: int) -> WorkerApp:
         "web_port": settings.web_port,
         "web_bind": settings.web_host,
         "web_enabled": True,
+        # faust's /table endpoints read any key of any table over HTTP (a user's whole
+        # state, unchecked and outside the batches) and /router names the other
+        # workers: the inspector (worker/inspector.py) is the one way to read a user.
+        "web_tables_enabled": False,
+        "web_router_enabled": False,
         "producer_acks": -1,
         # Kafka's batch.size. A batch writes every changed user's state to the changelog
         # at once; with faust's 16 KiB, a batch of 700 users' states left in 16 KiB

@@ -42,6 +42,7 @@ from triggerstream.worker.app import build_app
 from triggerstream.worker.batch import Batch, Read, Redo, TouchedUser
 from triggerstream.worker.copurchases import CoPurchases
 from triggerstream.worker.forward import Forwarding
+from triggerstream.worker.inspector import Inspector
 from triggerstream.worker.intake import Intake
 from triggerstream.worker.lifecycle import Lifecycle
 from triggerstream.worker.outputs import Origin, Outputs
@@ -102,7 +103,7 @@ class TriggerWorker:
         """The task of :meth:`Lifecycle.say_what_it_waits_for`, once started."""
         app.give_back = intake.give_back
         metrics.CONSUMER_LAG.source = self.consumer_lag
-        add_routes(app, lifecycle.readiness)
+        add_routes(app, lifecycle.readiness, Inspector(self))
         # The inputs are not read by a faust agent: the consumer hands every fetch of
         # them to the worker as one batch (fence/app.py, _Consumer._drain_messages).
         source = app.topic(
