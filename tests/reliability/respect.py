@@ -3,9 +3,9 @@
 Independent of the code that enforces it: the policy is read from the rules file with a
 plain YAML load, the users' consent, opt-outs, snoozes and time zones are followed
 through the input events in event time, and every trigger sent is checked against them
-(docs/contract.md section 7): no more triggers than each frequency cap allows, none on a
-channel without consent, none while opted out or snoozed, no push or email in quiet
-hours.
+(docs/contract.md section 7): no more triggers than each frequency cap allows (a family
+cap counting the offers of its family only, section 13), none on a channel without
+consent, none while opted out or snoozed, no push or email in quiet hours.
 """
 
 from __future__ import annotations
@@ -92,12 +92,18 @@ def violations(
 ) -> list[str]:
     """Every way the triggers ``sent`` break the rules file's policy, as sentences.
     Repeats of one ``trigger_id`` (at-least-once delivery) count once."""
-    policy = yaml.safe_load(rules.read_text()).get("policy") or {}
+    document = yaml.safe_load(rules.read_text())
+    policy = document.get("policy") or {}
     caps = policy.get("frequency_caps", [{"max": 3, "per": "7d"}]) or []
+    family_of = {
+        offer_id: (offer or {}).get("family") or offer_id
+        for offer_id, offer in (document.get("offers") or {}).items()
+    }
     quiet = policy.get("quiet_hours")
     users = Users(events)
     unique = {trigger["trigger_id"]: trigger for trigger in sent}
     per_user: dict[str, list[tuple[float, str, str]]] = defaultdict(list)
+    """user -> (time, channel, family) of each trigger sent to them."""
     found: list[str] = []
     for trigger in unique.values():
         user, channel, at = (
@@ -105,7 +111,8 @@ def violations(
             trigger["channel"],
             timestamp(trigger["triggered_at"]),
         )
-        per_user[user].append((at, channel, trigger["trigger_id"]))
+        offer = trigger["offer"]["id"]
+        per_user[user].append((at, channel, family_of.get(offer, offer)))
         said = f"{trigger['trigger_id']} to {user} on {channel} at {trigger['triggered_at']}"
         consent = users.value(user, f"consent {channel}", at)
         if channel == "in_app" and consent is False:
@@ -126,12 +133,18 @@ def violations(
         times.sort()
         for cap in caps:
             per, most, only = seconds(cap["per"]), cap["max"], cap.get("channel")
-            counted = [at for at, channel, _ in times if only is None or channel == only]
+            family = cap.get("family")
+            counted = [
+                at
+                for at, channel, of in times
+                if (only is None or channel == only) and (family is None or of == family)
+            ]
             for index, at in enumerate(counted):
                 window = index + 1 - bisect.bisect_right(counted, at - per)
                 if window > most:
                     found.append(
-                        f"{user}: {window} triggers{f' on {only}' if only else ''} in the "
+                        f"{user}: {window} triggers{f' of family {family}' if family else ''}"
+                        f"{f' on {only}' if only else ''} in the "
                         f"{cap['per']} up to {dt.datetime.fromtimestamp(at, dt.UTC)} "
                         f"(cap {most})"
                     )

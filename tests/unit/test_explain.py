@@ -154,7 +154,10 @@ def engine() -> Engine:
 
 def test_a_capped_user_reads_when_the_cap_frees() -> None:
     state = UserState(plan="free", session_open=True, last_seen_at=at().timestamp())
-    state.sent = [(at(hours=-20).timestamp(), "push"), (at(hours=-2).timestamp(), "in_app")]
+    state.sent = [
+        (at(hours=-20).timestamp(), "push", "premium"),
+        (at(hours=-2).timestamp(), "in_app", "premium"),
+    ]
     view = explain_user(engine(), "ana", state, at().timestamp(), [])
     detail = rule(view, "free-skip-limit")["detail"]
     assert "the policy would hold it back now (frequency_cap): 2 offer(s) in the last" in detail

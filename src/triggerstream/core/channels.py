@@ -2,7 +2,8 @@
 
 ``in_app`` needs an open session with recent activity and in-app consent not withdrawn;
 ``push`` and ``email`` need consent granted explicitly and no quiet hours. A frequency
-cap on a channel takes that channel out of the walk.
+cap on a channel takes that channel out of the walk (for its family's offers only, when
+it names a family).
 """
 
 from __future__ import annotations
@@ -29,20 +30,22 @@ class ChannelRouter:
         self.caps = caps
 
     def choose(
-        self, channels: list[str], state: UserState, at: float
+        self, channels: list[str], state: UserState, at: float, offer: str | None = None
     ) -> tuple[str | None, list[str]]:
-        """The channel to send on (None if none is left) and why earlier ones were
-        skipped, as ``"channel: reason"``."""
+        """The channel to send ``offer`` on (None if none is left) and why earlier ones
+        were skipped, as ``"channel: reason"``."""
         skipped: list[str] = []
         for channel in channels:
-            reason = self.unavailable(channel, state, at)
+            reason = self.unavailable(channel, state, at, offer)
             if reason is None:
                 return channel, skipped
             skipped.append(f"{channel}: {reason}")
         return None, skipped
 
-    def unavailable(self, channel: str, state: UserState, at: float) -> str | None:
-        """Why ``channel`` cannot be used at ``at``, or None if it can."""
+    def unavailable(
+        self, channel: str, state: UserState, at: float, offer: str | None = None
+    ) -> str | None:
+        """Why ``channel`` cannot be used for ``offer`` at ``at``, or None if it can."""
         if channel == "in_app":
             if state.consent.get("in_app") is False:
                 return "in-app consent withdrawn"
@@ -66,7 +69,7 @@ class ChannelRouter:
                 if _within(local.hour * 60 + local.minute, *self.quiet):
                     zone = state.timezone or "UTC"
                     return f"quiet hours ({local:%H:%M} {zone})"
-        return self.caps.reached(state, at, channel)
+        return self.caps.reached(state, at, channel, offer)
 
     def quiet_until(self, state: UserState, at: float) -> float | None:
         """When the quiet hours the user is in at ``at`` end (their ``to`` on the user's

@@ -104,7 +104,7 @@ class Decider:
         variant = rule.variant(user_id)
         experiment = rule.experiment.id if rule.experiment and variant else None
         if verdict.outcome != "suppressed":
-            self.policy.count(state, rule.id, verdict, match.at)
+            self.policy.count(state, rule.id, verdict, match.at, rule.offer_id)
             attribution.remember(
                 state,
                 Touch(

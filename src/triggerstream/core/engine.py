@@ -51,7 +51,7 @@ class Engine:
     def __init__(self, rules: RulesFile, copurchases: CoPurchaseCounts | None = None) -> None:
         self.rules = rules
         self.copurchases = copurchases if copurchases is not None else CoPurchaseCounts()
-        self.policy = SuppressionPolicy(rules.policy)
+        self.policy = SuppressionPolicy(rules.policy, rules.families())
         self.decider = Decider(rules, self.policy, self.copurchases)
         self.compiled = [CompiledRule(rule, i, rules) for i, rule in enumerate(rules.rules)]
         self.by_id = {rule.id: rule for rule in self.compiled}

@@ -42,10 +42,11 @@ class Candidate:
 
 
 class SuppressionPolicy:
-    def __init__(self, policy: Policy) -> None:
+    def __init__(self, policy: Policy, families: dict[str, str] | None = None) -> None:
+        """``families``: offer id -> its family, for the family caps."""
         self.policy = policy
         self.suppress = policy.suppress
-        self.caps = FrequencyCaps(policy.frequency_caps)
+        self.caps = FrequencyCaps(policy.frequency_caps, families)
         self.router = ChannelRouter(
             policy.in_app_session_timeout.total_seconds(), policy.quiet_hours, self.caps
         )
@@ -121,7 +122,7 @@ class SuppressionPolicy:
                 "cooldown",
                 f"rule last triggered {when(last)}; cooldown {span(match.cooldown)}",
             )
-        capped = self.caps.reached(state, at)
+        capped = self.caps.reached(state, at, None, match.offer_id)
         if capped is not None:
             return _suppressed("frequency_cap", capped)
         if self.in_holdout(user_id):
@@ -130,16 +131,18 @@ class SuppressionPolicy:
                 "holdout",
                 f"in the {self.policy.holdout.percent:g}% global holdout: nothing sent",
             )
-        channel, skipped = self.router.choose(match.channels, state, at)
+        channel, skipped = self.router.choose(match.channels, state, at, match.offer_id)
         if channel is None:
             return _suppressed("no_channel", "; ".join(skipped))
         detail = f"sent on {channel}" + (f" (skipped {'; '.join(skipped)})" if skipped else "")
         return Verdict("emitted", None, detail, channel)
 
-    def count(self, state: UserState, rule_id: str, verdict: Verdict, at: float) -> None:
+    def count(
+        self, state: UserState, rule_id: str, verdict: Verdict, at: float, offer_id: str
+    ) -> None:
         """An emitted or held-out decision counts toward the rule's cooldown and the caps."""
         state.last_trigger[rule_id] = max(at, state.last_trigger.get(rule_id, at))
-        self.caps.count(state, at, verdict.channel)
+        self.caps.count(state, at, verdict.channel, offer_id)
 
 
 def _suppressed(reason: str, detail: str) -> Verdict:

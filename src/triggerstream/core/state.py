@@ -109,8 +109,10 @@ class UserState:
     # offer history
     last_trigger: dict[str, float] = field(default_factory=dict)
     """rule id -> time of its last emitted or held-out decision (cooldowns)."""
-    sent: list[tuple[float, str | None]] = field(default_factory=list)
-    """(time, channel) of emitted decisions, channel None for holdout (frequency caps)."""
+    sent: list[tuple[float, str | None, str | None]] = field(default_factory=list)
+    """(time, channel, offer id) of emitted and held-out decisions (frequency caps),
+    channel None for holdout; offer None for a send stored before offer families whose
+    touch is gone (family caps cannot tell whose it was)."""
     dismissed: dict[str, float] = field(default_factory=dict)
     """offer id -> when it was dismissed."""
     snoozed: dict[str, float] = field(default_factory=dict)
@@ -184,7 +186,10 @@ class UserState:
         state.touches = [Touch(*values) for values in document.get("touches", [])]
         state.seen = OrderedDict((int(key), at) for key, at in document.get("seen", []))
         # JSON arrays become tuples, read from the document: a compiled core checks types.
-        state.sent = [(at, channel) for at, channel in document.get("sent", [])]
+        state.sent = [
+            (entry[0], entry[1], entry[2] if len(entry) > 2 else _offer_of(entry, state.touches))
+            for entry in document.get("sent", [])
+        ]
         state.quotas = {
             resource: (used, limit)
             for resource, (used, limit) in document.get("quotas", {}).items()
@@ -194,6 +199,15 @@ class UserState:
             for rule, entries in document.get("windows", {}).items()
         }
         return state
+
+
+def _offer_of(entry: list[Any], touches: list[Touch]) -> str | None:
+    """The offer of a send stored before offer families ([time, channel]): the touch it
+    left at the same time on the same channel, while that is kept; else unknown."""
+    for touch in touches:
+        if touch.at == entry[0] and touch.channel == entry[1]:
+            return touch.offer_id
+    return None
 
 
 _TRANSIENT = frozenset({"ids_appended", "ids_retimed"})

@@ -39,12 +39,15 @@ def total(entries: list[tuple[float, float]], at: float, within: float) -> tuple
 
 
 def count_in(
-    times: list[tuple[float, str | None]], at: float, per: float, channel: str | None
+    times: list[tuple[float, str | None, str | None]],
+    at: float,
+    per: float,
+    channel: str | None,
 ) -> int:
     """Sends in (at - per, at], on ``channel`` only when one is given."""
     start = at - per
     return sum(
         1
-        for when, sent_on in times
+        for when, sent_on, _ in times
         if start < when <= at and (channel is None or sent_on == channel)
     )

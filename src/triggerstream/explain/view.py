@@ -90,7 +90,10 @@ def _state(engine: Engine, state: UserState, now: float, now_is: str) -> dict[st
             "last_triggered": {rule: when(at) for rule, at in sorted(state.last_trigger.items())},
             "dismissed": {offer: when(at) for offer, at in sorted(state.dismissed.items())},
             "snoozed_until": {offer: when(at) for offer, at in sorted(state.snoozed.items())},
-            "sent": [{"at": when(at), "channel": channel} for at, channel in state.sent],
+            "sent": [
+                {"at": when(at), "channel": channel, "offer": offer}
+                for at, channel, offer in state.sent
+            ],
         },
     }
 

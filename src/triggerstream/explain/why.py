@@ -234,22 +234,25 @@ def _policy(
     elif reason == "dismissed" and policy.dismiss_for is not None:
         until = state.dismissed[rule.offer_id] + policy.dismiss_for
     elif reason == "frequency_cap":
-        until = policy.caps.frees_at(state, now)
+        until = policy.caps.frees_at(state, now, None, rule.offer_id)
     elif reason == "no_channel":
-        detail = "; ".join(_channel(engine, channel, state, now) for channel in rule.channels)
+        detail = "; ".join(
+            _channel(engine, channel, state, now, rule.offer_id) for channel in rule.channels
+        )
     held = f"the policy would hold it back now ({reason}): {detail}"
     return verdict.outcome, held + (f" (until {when(until)})" if until is not None else "")
 
 
-def _channel(engine: Engine, channel: str, state: UserState, now: float) -> str:
-    """Why a channel cannot be used now, and until when if that ends by itself."""
+def _channel(engine: Engine, channel: str, state: UserState, now: float, offer: str) -> str:
+    """Why a channel cannot be used for the offer now, and until when if that ends by
+    itself."""
     router = engine.policy.router
-    reason = router.unavailable(channel, state, now)
+    reason = router.unavailable(channel, state, now, offer)
     if reason is None:
         return f"{channel}: free"
     until = None
     if reason.startswith("quiet hours"):
         until = router.quiet_until(state, now)
-    elif reason.startswith("cap of"):
-        until = engine.policy.caps.frees_at(state, now, channel)
+    elif reason.startswith(("cap of", "family ")):
+        until = engine.policy.caps.frees_at(state, now, channel, offer)
     return f"{channel}: {reason}" + (f" until {when(until)}" if until is not None else "")

@@ -17,6 +17,7 @@ import yaml
 from pydantic import TypeAdapter, ValidationError
 
 from triggerstream.events import EVENT_TYPES
+from triggerstream.rules.families import family_checks
 from triggerstream.rules.model import Catalog, Experiment, Offer, Policy, Rule, RulesFile
 from triggerstream.rules.state_names import is_state_name, state_names_hint
 
@@ -127,6 +128,7 @@ def parse_rules(text: str, file: str = "<rules>") -> RulesFile:
     parts, part_problems = _validate_parts(document)
     problems += [places.locate(path, message) for path, message in part_problems]
     problems += [places.locate(path, message) for path, message in cross_checks(**parts)]
+    problems += [places.locate(path, message) for path, message in family_checks(document)]
     if problems:
         raise RulesError(file, _in_file_order(problems))
     return RulesFile.model_validate(document)

@@ -211,6 +211,8 @@ class Offer(Strict):
     discount_percent: float = Field(0, ge=0, le=100)
     expires_after: Duration = dt.timedelta(days=7)
     recommend: Recommend | None = None
+    family: RuleId | None = None
+    """Offers that ask for the same decision (section 13); None: the offer's own id."""
 
     @model_validator(mode="after")
     def _product_or_items(self) -> Offer:
@@ -254,6 +256,7 @@ class Rule(Strict):
 
 class FrequencyCap(Strict):
     channel: Channel | None = None
+    family: RuleId | None = None
     max: int = Field(ge=1)
     per: Duration
 
@@ -361,6 +364,10 @@ class RulesFile(Strict):
         if isinstance(data, dict):
             return {k: v for k, v in data.items() if not (v is None and k in _OPTIONAL)}
         return data
+
+    def families(self) -> dict[str, str]:
+        """Offer id -> its family (section 13): the offer's own id unless it names one."""
+        return {offer_id: offer.family or offer_id for offer_id, offer in self.offers.items()}
 
 
 _OPTIONAL = frozenset({"catalog", "policy", "experiments"})
