@@ -5,6 +5,7 @@ page at ``/`` self-contained."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import re
 from pathlib import Path
 from typing import Any
@@ -15,13 +16,14 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from tests.scenarios import RULES, scenario_events
-from tests.unit.test_explain import DECISION_KEYS, KEYS, write
+from tests.unit.test_explain import DECISION_KEYS, KEYS, replayed, write
 from triggerstream.core.engine import Engine
 from triggerstream.core.state import UserState
 from triggerstream.explain import read_user
 from triggerstream.explain.kept import kept_decisions
 from triggerstream.rules.load import load_rules
 from triggerstream.topics import input_partitions, partition_of
+from triggerstream.traffic import history
 from triggerstream.worker.codec import encode
 from triggerstream.worker.inspector import Inspector, page
 from triggerstream.worker.web import add_routes
@@ -166,3 +168,38 @@ async def test_the_routes_serve_the_page_and_the_view(acme: Any, tmp_path: Path)
         missing = await client.get("/users/nobody")
         assert missing.status == 404
         assert (await missing.json())["error"] == "no_state"
+
+
+async def test_on_a_generated_month_each_view_keeps_replays_emitted_decisions(
+    tmp_path: Path,
+) -> None:
+    """The users of a generated month with the most emitted or held-out decisions: the
+    inspector, reading each one's stored state, answers the explain view with exactly
+    the decisions replay made that the state keeps (the attribution window before the
+    latest of them)."""
+    lines = history(20_000, 1_000)
+    path = tmp_path / "month.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    everyone = replayed([path])
+    sent = {
+        user: [d for d in ds if d["outcome"] in ("emitted", "holdout")]
+        for user, ds in everyone.items()
+    }
+    busiest = sorted((u for u in sent if sent[u]), key=lambda u: (-len(sent[u]), u))[:4]
+    assert busiest, "the month made no emitted decision"
+    window = Engine(load_rules(RULES)).attribution_window
+    for user in busiest:
+        read = read_user(Engine(load_rules(RULES)), user, [path], partitions=PARTITIONS)
+        status, view = await Inspector(worker_with(user, read.state)).user(user)  # type: ignore[arg-type]
+        assert status == 200, view
+        assert view["user_id"] == user
+        assert {r["rule_id"] for r in view["rules"]} == {r.id for r in load_rules(RULES).rules}
+        latest = sent[user][-1]["at"]
+        expected = [
+            d["decision_id"] for d in sent[user] if _seconds(latest) - _seconds(d["at"]) <= window
+        ][-32:]
+        assert [d["decision_id"] for d in view["decisions"]] == expected, user
+
+
+def _seconds(text: str) -> float:
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
