@@ -11,7 +11,13 @@ import orjson
 
 from triggerstream import collector
 from triggerstream.cli.app import fail, main
-from triggerstream.cli.options import build_settings, progress_bar, timestamp, unusable_rules
+from triggerstream.cli.options import (
+    EVENTS_ARGUMENT,
+    build_settings,
+    progress_bar,
+    timestamp,
+    unusable_rules,
+)
 
 if TYPE_CHECKING:
     from triggerstream.compare import Comparison
@@ -23,12 +29,7 @@ RULES_FILE = click.Path(dir_okay=False, path_type=Path)
 @main.command()
 @click.argument("old", type=RULES_FILE)
 @click.argument("new", type=RULES_FILE)
-@click.argument(
-    "events",
-    nargs=-1,
-    required=True,
-    type=click.Path(exists=True, dir_okay=False, allow_dash=True, path_type=Path),
-)
+@EVENTS_ARGUMENT
 @click.option(
     "--format",
     "output_format",

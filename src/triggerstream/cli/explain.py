@@ -10,24 +10,20 @@ import click
 
 from triggerstream import collector
 from triggerstream.cli.app import fail, main
-from triggerstream.cli.options import build_settings, progress_bar, timestamp, unusable_rules
+from triggerstream.cli.options import (
+    EVENTS_ARGUMENT,
+    RULES_OPTION,
+    build_settings,
+    progress_bar,
+    timestamp,
+    unusable_rules,
+)
 
 
 @main.command()
 @click.argument("user_id")
-@click.option(
-    "--rules",
-    "rules_file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="The rules file [env TRIGGERSTREAM_RULES].",
-)
-@click.argument(
-    "events",
-    nargs=-1,
-    required=True,
-    type=click.Path(exists=True, dir_okay=False, allow_dash=True, path_type=Path),
-)
+@RULES_OPTION
+@EVENTS_ARGUMENT
 @click.option(
     "--until",
     default=None,

@@ -22,6 +22,21 @@ if TYPE_CHECKING:
 
 F = TypeVar("F", bound=Callable[..., Any])
 OUTPUT = click.Path(dir_okay=False, allow_dash=True, path_type=Path)
+RULES_OPTION = click.option(
+    "--rules",
+    "rules_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The rules file [env TRIGGERSTREAM_RULES].",
+)
+"""``--rules FILE`` of the commands that replay files."""
+EVENTS_ARGUMENT = click.argument(
+    "events",
+    nargs=-1,
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, allow_dash=True, path_type=Path),
+)
+"""The event files (``-``: stdin) of the commands that replay files."""
 """A file a command writes ('-': stdout), checked with :func:`writable` before use."""
 
 

@@ -11,7 +11,9 @@ import click
 from triggerstream import collector
 from triggerstream.cli.app import fail, main
 from triggerstream.cli.options import (
+    EVENTS_ARGUMENT,
     OUTPUT,
+    RULES_OPTION,
     build_settings,
     progress_bar,
     timestamp,
@@ -21,19 +23,8 @@ from triggerstream.cli.options import (
 
 
 @main.command()
-@click.option(
-    "--rules",
-    "rules_file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="The rules file [env TRIGGERSTREAM_RULES].",
-)
-@click.argument(
-    "events",
-    nargs=-1,
-    required=True,
-    type=click.Path(exists=True, dir_okay=False, allow_dash=True, path_type=Path),
-)
+@RULES_OPTION
+@EVENTS_ARGUMENT
 @click.option("--triggers", type=OUTPUT, default="-", show_default="stdout")
 @click.option("--decisions", type=OUTPUT, default=None, help="Write decision records.")
 @click.option("--attributions", type=OUTPUT, default=None, help="Write attribution records.")
