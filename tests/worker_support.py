@@ -206,14 +206,18 @@ def wait_for_records(
     timeout: float = 90,
     idle: float = 1.5,
     must: bool = True,
+    distinct: str | None = None,
 ) -> list[dict[str, Any]]:
     """The records of a topic once there are at least ``count`` (and none arrived for
-    ``idle`` seconds); after ``timeout``, what there is (or an error if ``must``)."""
+    ``idle`` seconds); after ``timeout``, what there is (or an error if ``must``). With
+    ``distinct``, records with the same value of that key count once: a record sent
+    again after a crash must not end the wait before the last new ones arrive."""
     deadline = time.monotonic() + timeout
     records: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
         records = read_topic(settings, name, idle)
-        if len(records) >= count:
+        seen = len({r[distinct] for r in records}) if distinct else len(records)
+        if seen >= count:
             return records
         time.sleep(0.5)
     if must:

@@ -44,7 +44,12 @@ def assert_decided_as_replay(
     triggers and respect; a summary of the repeats. The decisions are kept in
     ``folder`` for whoever reads a failure."""
     got = wait_for_records(
-        settings, DECISIONS_TOPIC, len(expected["decisions"]), timeout=600, must=False
+        settings,
+        DECISIONS_TOPIC,
+        len(expected["decisions"]),
+        timeout=600,
+        must=False,
+        distinct="decision_id",  # repeats after a kill count once
     )
     write_lines(folder / "worker-decisions.jsonl", got)
     assert_same_decisions(got, expected["decisions"])
