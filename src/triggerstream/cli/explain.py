@@ -15,8 +15,8 @@ from triggerstream.cli.options import (
     RULES_OPTION,
     build_settings,
     progress_bar,
+    replay_inputs,
     timestamp,
-    unusable_rules,
 )
 
 
@@ -53,21 +53,11 @@ def explain(
     from triggerstream.core.engine import Engine
     from triggerstream.explain import explain_user, read_user
     from triggerstream.explain.text import render
-    from triggerstream.rules.load import RulesError, load_rules
     from triggerstream.topics import input_partitions
 
     settings = build_settings()
     path = rules_file or settings.rules
-    if path is None:
-        fail("no rules file: pass --rules FILE or set TRIGGERSTREAM_RULES")
-        return
-    try:
-        loaded = load_rules(path)
-    except RulesError as error:
-        fail(f"explain needs a valid rules file: {unusable_rules(path, error)}")
-        return
-    if sum(str(path) == "-" for path in events) > 1:
-        fail("stdin ('-') can be read once; name it once among EVENTS")
+    loaded = replay_inputs("explain", path, events)
     until_at = timestamp("--until", until) if until else None
     partitions = settings.partitions or input_partitions()
     engine = Engine(loaded)

@@ -19,6 +19,7 @@ from triggerstream.settings import Settings
 
 if TYPE_CHECKING:
     from triggerstream.rules.load import RulesError
+    from triggerstream.rules.model import RulesFile
 
 F = TypeVar("F", bound=Callable[..., Any])
 OUTPUT = click.Path(dir_okay=False, allow_dash=True, path_type=Path)
@@ -136,3 +137,21 @@ def progress_bar(paths: tuple[Path, ...]) -> Iterator[Callable[[int], None] | No
                 done = 0
 
         yield advance
+
+
+def replay_inputs(command: str, path: Path | None, events: tuple[Path, ...]) -> RulesFile:
+    """The rules file and event files of a command that replays files (replay,
+    explain), checked: each problem is one line and exit status 2."""
+    from triggerstream.rules.load import RulesError, load_rules
+
+    if path is None:
+        fail("no rules file: pass --rules FILE or set TRIGGERSTREAM_RULES")
+        raise AssertionError("fail exits")
+    try:
+        loaded = load_rules(path)
+    except RulesError as error:
+        fail(f"{command} needs a valid rules file: {unusable_rules(path, error)}")
+        raise AssertionError("fail exits") from None
+    if sum(str(event) == "-" for event in events) > 1:
+        fail("stdin ('-') can be read once; name it once among EVENTS")
+    return loaded

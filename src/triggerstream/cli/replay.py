@@ -9,15 +9,15 @@ from pathlib import Path
 import click
 
 from triggerstream import collector
-from triggerstream.cli.app import fail, main
+from triggerstream.cli.app import main
 from triggerstream.cli.options import (
     EVENTS_ARGUMENT,
     OUTPUT,
     RULES_OPTION,
     build_settings,
     progress_bar,
+    replay_inputs,
     timestamp,
-    unusable_rules,
     writable,
 )
 
@@ -73,22 +73,12 @@ def replay(
     """
     from triggerstream import replay as replaying
     from triggerstream.core.engine import Engine
-    from triggerstream.rules.load import RulesError, load_rules
     from triggerstream.topics import input_partitions
 
     settings = build_settings()
     path = rules_file or settings.rules
     partitions = partitions or settings.partitions or input_partitions()
-    if path is None:
-        fail("no rules file: pass --rules FILE or set TRIGGERSTREAM_RULES")
-        return
-    try:
-        loaded = load_rules(path)
-    except RulesError as error:
-        fail(f"replay needs a valid rules file: {unusable_rules(path, error)}")
-        return
-    if sum(str(path) == "-" for path in events) > 1:
-        fail("stdin ('-') can be read once; name it once among EVENTS")
+    loaded = replay_inputs("replay", path, events)
     until_at = timestamp("--until", until) if until else None
     now_at = timestamp("--now", now) if now else None
     named = {"--triggers": triggers, "--decisions": decisions, "--attributions": attributions}
