@@ -36,6 +36,8 @@ class RuleCounts:
 
     emitted: int = 0
     holdout: int = 0
+    deferred: int = 0
+    expired: int = 0
     suppressed: Counter[str] = field(default_factory=Counter)
     triggers: Counter[str] = field(default_factory=Counter)
 
@@ -43,6 +45,8 @@ class RuleCounts:
         return {
             "emitted": self.emitted,
             "holdout": self.holdout,
+            "deferred": self.deferred,
+            "expired": self.expired,
             "suppressed": dict(self.suppressed.most_common()),
             "triggers": dict(self.triggers.most_common()),
         }
@@ -82,14 +86,19 @@ class Side(Replay):
         if rule_id is None:  # an erasure: no rule's
             self.erased += 1
             return
-        counts = self.rules[rule_id]
+        counts = self.rules.setdefault(rule_id, RuleCounts())  # a rule gone: only expiries
         outcome = decision.outcome
         if outcome == "emitted":
             counts.emitted += 1
             self.first_emitted.setdefault(user, decision)
             return
+        if outcome == "deferred":  # its final decision follows
+            counts.deferred += 1
+            return
         if outcome == "holdout":
             counts.holdout += 1
+        elif outcome == "expired":
+            counts.expired += 1
         elif outcome == "suppressed":
             counts.suppressed[decision.reason or "unknown"] += 1
         self.last_not_emitted[user] = decision

@@ -14,7 +14,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from triggerstream.events import Channel
 
-Outcome: TypeAlias = Literal["emitted", "suppressed", "holdout", "erased"]
+Outcome: TypeAlias = Literal["emitted", "suppressed", "holdout", "deferred", "expired", "erased"]
 
 SuppressionReason: TypeAlias = Literal[
     "opted_out",

@@ -3,8 +3,11 @@
 Reads decision and attribution records (from replay files) and answers a marketer's
 questions: how often did a rule match, how often was an offer sent or held back and
 why, how many of those who got it bought, for how much, and how many more than in the
-holdout, who got nothing. A trigger (or a held-out decision) converts when at least one
-purchase was attributed to it.
+holdout, who got nothing, and what deferral won back: the matches that waited
+(``deferred``), those sent when let through later (released) with their conversions and
+revenue apart, and those that expired. A trigger (or a held-out decision) converts when
+at least one purchase was attributed to it. A match is counted once, at its first
+decision.
 
 Lift is the treated conversion rate minus the holdout's, with a 95% interval (Newcombe's
 method from Wilson intervals, sound for small counts and rates near 0). Below
@@ -68,10 +71,19 @@ class Tally:
     converted: int = 0
     holdout_converted: int = 0
     revenue: dict[str, float] = field(default_factory=dict)
+    deferred: int = 0
+    """Matches that waited (a ``deferred`` decision) instead of being lost."""
+    released: int = 0
+    """Of those, the ones sent when they were let through: what deferral won back."""
+    released_converted: int = 0
+    released_revenue: dict[str, float] = field(default_factory=dict)
+    expired: int = 0
+    """Waited, and never let through before their ``up_to`` (or replaced)."""
 
-    def add_revenue(self, amounts: dict[str, float]) -> None:
-        for currency, value in amounts.items():
-            self.revenue[currency] = self.revenue.get(currency, 0.0) + value
+    def add_revenue(self, amounts: dict[str, float], released: bool = False) -> None:
+        for target in (self.revenue, self.released_revenue) if released else (self.revenue,):
+            for currency, value in amounts.items():
+                target[currency] = target.get(currency, 0.0) + value
 
     @property
     def conversion_rate(self) -> float | None:
@@ -128,6 +140,11 @@ class Report:
             "conversion_rate": tally.conversion_rate,
             "revenue": dict(tally.revenue),
             "revenue_per_trigger": tally.revenue_per_trigger(),
+            "deferred": tally.deferred,
+            "released": tally.released,
+            "released_conversions": tally.released_converted,
+            "released_revenue": dict(tally.released_revenue),
+            "expired": tally.expired,
             "holdout_decisions": holdout.holdout if channel == "all" else None,
             "holdout_conversions": holdout.holdout_converted if channel == "all" else None,
         }
@@ -223,15 +240,25 @@ def build(
     by_channel: dict[tuple[str, str, str], Tally] = defaultdict(Tally)
     holdout: dict[str, Tally] = defaultdict(Tally)
     erased = 0
+    waited: set[str] = set()
+    """Trigger ids of deferred matches: their final decision is not a new match."""
     for decision in decisions:
         if decision.outcome == "erased" or decision.rule_id is None:
             erased += 1
             continue
         key = (decision.rule_id, decision.variant or "-")
         tally = by_variant[key]
-        tally.matches += 1
-        revenue = converted.get(decision.trigger_id or "")
-        if decision.outcome == "suppressed":
+        trigger = decision.trigger_id or ""
+        released = trigger in waited
+        if not released:
+            tally.matches += 1
+        revenue = converted.get(trigger)
+        if decision.outcome == "deferred":
+            tally.deferred += 1
+            waited.add(trigger)
+        elif decision.outcome == "expired":
+            tally.expired += 1
+        elif decision.outcome == "suppressed":
             tally.suppressed[decision.reason or "?"] += 1
         elif decision.outcome == "holdout":
             tally.holdout += 1
@@ -244,9 +271,11 @@ def build(
             per_channel.matches += 1
             for target in (tally, per_channel):
                 target.emitted += 1
+                target.released += released
                 if revenue is not None:
                     target.converted += 1
-                    target.add_revenue(revenue)
+                    target.released_converted += released
+                    target.add_revenue(revenue, released)
     lifts: dict[tuple[str, str], Lift | None] = {}
     for (rule, variant), tally in by_variant.items():
         baseline = holdout.get(rule)
@@ -317,7 +346,8 @@ def render_table(report: Report) -> Any:
         title="Offers: what was sent, what converted, and the lift over the holdout",
         caption=(
             "conversion = triggers with an attributed purchase / triggers sent; holdout rate = "
-            "the same among all held-out matches of the rule; lift = the difference, 95% interval"
+            "the same among all held-out matches of the rule; lift = the difference, 95% interval; "
+            "released = sent after waiting (deferred), with their conversions and revenue"
         ),
     )
     for column, justify in (
@@ -328,6 +358,7 @@ def render_table(report: Report) -> Any:
         ("sent", "right"),
         ("held out", "right"),
         ("suppressed (top reasons)", "left"),
+        ("deferred: released, expired", "left"),
         ("conversions", "right"),
         ("conv. rate", "right"),
         ("holdout rate", "right"),
@@ -338,7 +369,7 @@ def render_table(report: Report) -> Any:
         table.add_column(
             column,
             justify=justify,  # type: ignore[arg-type]
-            no_wrap=not column.startswith("suppressed"),
+            no_wrap=not column.startswith(("suppressed", "deferred")),
         )
     for row in report.rows():
         overall = row["channel"] == "all"
@@ -356,6 +387,7 @@ def render_table(report: Report) -> Any:
             str(row["emitted"]),
             str(row["holdout"]) if overall else "",
             reasons if overall else "",
+            _deferral(row),
             str(row["conversions"]),
             percent(row["conversion_rate"]),
             percent(holdout_rate) if overall else "",
@@ -365,6 +397,18 @@ def render_table(report: Report) -> Any:
             style=None if overall else "dim",
         )
     return table
+
+
+def _deferral(row: dict[str, Any]) -> str:
+    """What deferral did: matches that waited, those sent later and what they brought."""
+    if row["channel"] != "all":
+        return f"{row['released']} released" if row["released"] else ""
+    if not row["deferred"]:
+        return ""
+    text = f"{row['deferred']}: {row['released']} released, {row['expired']} expired"
+    if row["released_conversions"]:
+        text += f" ({row['released_conversions']} converted, {money(row['released_revenue'])})"
+    return text
 
 
 def plot(report: Report, path: Path) -> None:

@@ -142,8 +142,9 @@ def _print_text(comparison: Comparison, old: Path, new: Path) -> None:
 def _rows(
     old: dict[str, Any] | None, new: dict[str, Any] | None
 ) -> list[tuple[str, int | None, int | None]]:
-    """One row per figure either side has: emitted, holdout (when there is one), each
-    suppression reason, triggers on each channel; a side without the rule has None."""
+    """One row per figure either side has: emitted, holdout, deferred and expired (when
+    there are any), each suppression reason, triggers on each channel; a side without
+    the rule has None."""
 
     def figure(side: dict[str, Any] | None, group: str | None, name: str) -> int | None:
         if side is None:
@@ -152,8 +153,9 @@ def _rows(
 
     sides = [side for side in (old, new) if side is not None]
     rows = [("emitted", figure(old, None, "emitted"), figure(new, None, "emitted"))]
-    if any(side["holdout"] for side in sides):
-        rows.append(("holdout", figure(old, None, "holdout"), figure(new, None, "holdout")))
+    for name in ("holdout", "deferred", "expired"):  # when either side has any
+        if any(side.get(name) for side in sides):
+            rows.append((name, figure(old, None, name), figure(new, None, name)))
     for group in ("suppressed", "triggers"):
         names = sorted({name for side in sides for name in side[group]})
         rows += [(f"{group}: {n}", figure(old, group, n), figure(new, group, n)) for n in names]

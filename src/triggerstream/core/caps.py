@@ -77,8 +77,7 @@ class FrequencyCaps:
     ) -> float | None:
         """When every cap that :meth:`reached` would name at ``at`` lets one more send
         through again (the caps on ``channel``, or on every offer, and those of the
-        offer's family), if no send comes meanwhile; None if none is reached. Read-only:
-        for ``explain``."""
+        offer's family), if no send comes meanwhile; None if none is reached."""
         caps = [
             cap
             for cap in (self.overall if channel is None else self.on_channel)

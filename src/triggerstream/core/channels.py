@@ -71,9 +71,24 @@ class ChannelRouter:
                     return f"quiet hours ({local:%H:%M} {zone})"
         return self.caps.reached(state, at, channel, offer)
 
+    def frees_at(
+        self, channel: str, state: UserState, at: float, offer: str | None = None
+    ) -> float | None:
+        """When ``channel``, unavailable for ``offer`` at ``at``, becomes free by itself:
+        quiet hours ending, a channel cap's window moving on. None if it is free, or
+        waits for the user (a session, consent)."""
+        reason = self.unavailable(channel, state, at, offer)
+        if reason is None:
+            return None
+        if reason.startswith("quiet hours"):
+            return self.quiet_until(state, at)
+        if reason == self.caps.reached(state, at, channel, offer):
+            return self.caps.frees_at(state, at, channel, offer)
+        return None
+
     def quiet_until(self, state: UserState, at: float) -> float | None:
         """When the quiet hours the user is in at ``at`` end (their ``to`` on the user's
-        wall clock), or None if it is not quiet hours for them. Read-only: for ``explain``."""
+        wall clock), or None if it is not quiet hours for them."""
         if self.quiet is None:
             return None
         local = self.local_time(state, at)

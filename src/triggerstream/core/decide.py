@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from triggerstream.core import attribution
+from triggerstream.core import attribution, deferral
 from triggerstream.core.ids import decision_id, erasure_decision_id, trigger_id
 from triggerstream.core.policy import Candidate, SuppressionPolicy, Verdict
 from triggerstream.core.recommend import CoPurchaseCounts
@@ -40,9 +40,19 @@ class Decider:
         self.policy = policy
         self.copurchases = copurchases
         self.attribution_window = rules.policy.attribution.window.total_seconds()
+        self.rules_by_id: dict[str, CompiledRule] = {}
+        """The compiled rules by id (the engine's), for the deferred matches' rules."""
 
-    def decide(self, user_id: str, state: UserState, matches: list[Match], step: Step) -> None:
-        """Decide the matches of one moment in priority order (ties: file order)."""
+    def decide(
+        self, user_id: str, state: UserState, matches: list[Match], step: Step, now: float
+    ) -> None:
+        """Decide the matches of the moment ``now`` in priority order (ties: file order),
+        with the deferred matches waiting then (deferral.py)."""
+        if state.deferred:
+            again, ended = deferral.take_ended(user_id, state, self.rules_by_id, matches, now)
+            for decision in ended:
+                step.record(decision)
+            matches = matches + again
         taken: CompiledRule | None = None
         if len(matches) > 1:
             matches = sorted(matches, key=_priority)
@@ -71,7 +81,44 @@ class Decider:
                 )
             if verdict.outcome != "suppressed":
                 taken = rule
+            if (match.deferred is not None or rule.defer_up_to) and self._waits(
+                user_id, state, match, verdict, candidate, step
+            ):
+                continue
             self._conclude(user_id, state, match, verdict, items, step)
+
+    def _waits(
+        self,
+        user_id: str,
+        state: UserState,
+        match: Match,
+        verdict: Verdict,
+        candidate: Candidate,
+        step: Step,
+    ) -> bool:
+        """Deferral (deferral.py): whether the match waits, or ended expired. A new match
+        held back for a reason that ends by itself starts to wait; a waiting one held back
+        so again waits on, or expires at its ``until``. Else the verdict is concluded."""
+        waiting = match.deferred
+        reason = verdict.reason or ""
+        if waiting is None:
+            if not deferral.defers(match.rule, verdict):
+                return False
+            ends = self.policy.ends(reason, state, candidate, match.at)
+            step.record(deferral.wait(user_id, state, match, verdict, ends))
+            return True
+        if deferral.still_waits(waiting, verdict, match.at):
+            ends = self.policy.ends(reason, state, candidate, match.at)
+            deferral.look_again(waiting, verdict, ends, match.at)
+            return True
+        state.deferred.remove(waiting)
+        if reason not in deferral.DEFERRABLE:
+            return False  # released, or suppressed for good: concluded with its trigger id
+        waiting.reason = reason  # held back at its ``until``
+        step.record(
+            deferral.expired(user_id, waiting, match.at, f"still held back: {verdict.detail}")
+        )
+        return True
 
     def _items(
         self, state: UserState, rule: CompiledRule, basket: tuple[str, ...]
@@ -127,7 +174,8 @@ class Decider:
             rule_id=rule.id,
             outcome=verdict.outcome,
             reason=verdict.reason,
-            detail=f"{match.summary}: {verdict.detail}",
+            detail=f"{match.summary}: {verdict.detail}"
+            + (deferral.since(match.deferred) if match.deferred is not None else ""),
             trigger_id=trigger,
             at=at,
             channel=verdict.channel,

@@ -32,7 +32,7 @@ from triggerstream.core.state import UserState
 from triggerstream.core.step import Step
 from triggerstream.core.timers import (
     DEADLINE_FIELDS,
-    fire_next,
+    fire_at,
     has_due,
     hold_delayed,
     next_due,
@@ -55,6 +55,7 @@ class Engine:
         self.decider = Decider(rules, self.policy, self.copurchases)
         self.compiled = [CompiledRule(rule, i, rules) for i, rule in enumerate(rules.rules)]
         self.by_id = {rule.id: rule for rule in self.compiled}
+        self.decider.rules_by_id = self.by_id
         self.on_type: dict[str, list[CompiledRule]] = {}
         for rule in self.compiled:
             if rule.type is not None:
@@ -159,8 +160,8 @@ class Engine:
         if state.last_seen_at == at and qualified in ACTIVITY:
             state.last_activity = (event.event_id, qualified)
         matches = self._match(state, event, qualified, at, basket)
-        if matches:
-            self.decider.decide(user_id, state, matches, step)
+        if matches or state.deferred:  # deferred matches are decided again at each event
+            self.decider.decide(user_id, state, matches, step, state.latest_at)
 
     def _match(
         self, state: UserState, event: Event, qualified: str, at: float, basket: tuple[str, ...]
@@ -186,9 +187,11 @@ class Engine:
         return hold_delayed(state, found, at, now, basket) if found else found
 
     def _fire_due(self, user_id: str, state: UserState, now: float, step: Step) -> None:
-        """:meth:`fire_due` into ``step``."""
+        """:meth:`fire_due` into ``step``: moment by moment, earliest first (a timer's
+        due time, or a deferred match's next look)."""
         while True:
-            matches = fire_next(state, self.inactivity_rules, self.by_id, now)
-            if matches is None:
+            moment = next_due(state, self.inactivity_rules)
+            if moment is None or moment > now:
                 return
-            self.decider.decide(user_id, state, matches, step)
+            matches = fire_at(state, self.inactivity_rules, self.by_id, moment)
+            self.decider.decide(user_id, state, matches, step, moment)

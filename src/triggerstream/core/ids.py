@@ -15,8 +15,13 @@ def trigger_id(rule_id: str, user_id: str, cause_event_id: str, due: float | Non
     return "trg-" + hashlib.blake2b(text.encode(), digest_size=10).hexdigest()
 
 
-def decision_id(trigger: str) -> str:
-    return "dec-" + trigger.removeprefix("trg-")
+def decision_id(trigger: str, stage: str | None = None) -> str:
+    """The id of a match's decision: its final one, or an earlier ``stage`` of it
+    (``deferred``: the decision that it waits, docs/contract.md section 14)."""
+    if stage is None:
+        return "dec-" + trigger.removeprefix("trg-")
+    text = f"{trigger}\x1f{stage}"
+    return "dec-" + hashlib.blake2b(text.encode(), digest_size=10).hexdigest()
 
 
 def erasure_decision_id(user_id: str, event_id: str) -> str:

@@ -137,6 +137,38 @@ class SuppressionPolicy:
         detail = f"sent on {channel}" + (f" (skipped {'; '.join(skipped)})" if skipped else "")
         return Verdict("emitted", None, detail, channel)
 
+    def ends(self, reason: str, state: UserState, match: Candidate, at: float) -> float | None:
+        """When the block named ``reason`` ends by itself if nothing else happens: a
+        snooze's, a cooldown's or a dismissal's end, a cap's window moving on, quiet
+        hours ending. None when it waits for an event of the user (a ticket resolved, a
+        session, consent) or never ends. Deferral's next look (deferral.py), explain's
+        "until"."""
+        if reason == "snoozed":
+            ends = [
+                until
+                for until in (state.snooze_all_until, state.snoozed.get(match.offer_id))
+                if until is not None and until > at
+            ]
+            return max(ends) if ends else None  # both snoozes must be over
+        if reason == "cooldown":
+            last = state.last_trigger.get(match.rule_id)
+            return last + match.cooldown if last is not None else None
+        if reason == "dismissed":
+            dismissed_at = state.dismissed.get(match.offer_id)
+            if dismissed_at is None or self.dismiss_for is None:
+                return None
+            return dismissed_at + self.dismiss_for
+        if reason == "frequency_cap":
+            return self.caps.frees_at(state, at, None, match.offer_id)
+        if reason == "no_channel":
+            ends = [
+                until
+                for channel in match.channels
+                if (until := self.router.frees_at(channel, state, at, match.offer_id)) is not None
+            ]
+            return min(ends) if ends else None  # the first channel to free up
+        return None
+
     def count(
         self, state: UserState, rule_id: str, verdict: Verdict, at: float, offer_id: str
     ) -> None:

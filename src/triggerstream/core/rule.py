@@ -14,7 +14,7 @@ from triggerstream.core import summaries
 from triggerstream.core.conditions import compile_condition
 from triggerstream.core.ids import bucket
 from triggerstream.core.policy import Candidate
-from triggerstream.core.state import TIME_STATE_NAMES, UserState, state_value
+from triggerstream.core.state import TIME_STATE_NAMES, Deferred, UserState, state_value
 from triggerstream.rules.model import Experiment, Rule, RulesFile
 
 
@@ -31,6 +31,8 @@ class Match:
     facts: dict[str, Any]
     summary: str
     basket: tuple[str, ...] = ()
+    deferred: Deferred | None = None
+    """The waiting match this decides again (deferral.py), None for a new match."""
 
 
 class CompiledRule:
@@ -48,6 +50,8 @@ class CompiledRule:
         self.priority = rule.priority
         self.cooldown = rule.cooldown.total_seconds()
         self.delay = rule.delay.total_seconds()
+        self.defer_up_to = rule.defer.up_to.total_seconds() if rule.defer else 0.0
+        """How long a match held back by a block that ends by itself may wait (0: not)."""
         self.channels: list[str] = list(rule.channels)
         self.where: list[tuple[str, Callable[[Any], bool]]] = [
             (name, compile_condition(condition))

@@ -49,6 +49,31 @@ class Timer:
 
 
 @dataclass(slots=True)
+class Deferred:
+    """A match held back by a block that ends by itself, waiting to be decided again
+    (docs/contract.md section 14; core/deferral.py). One per rule and user.
+
+    ``cause_*`` and ``due`` are the match's: its trigger id, whenever it is released."""
+
+    rule_id: str
+    matched_at: float
+    until: float
+    """``matched_at`` plus the rule's ``defer.up_to``: still blocked then, it expires."""
+    wake: float
+    """When it is decided again if no event of the user comes first: when the block ends
+    by itself, or ``until``."""
+    reason: str
+    """The code of the block that holds it back (the latest)."""
+    cause_id: str
+    cause_type: str
+    cause_at: float
+    due: float | None
+    summary: str
+    facts: dict[str, Any] = field(default_factory=dict)
+    basket: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
 class Touch:
     """An emitted trigger or a held-out decision that a later purchase may be credited to,
     kept for the attribution window."""
@@ -134,6 +159,8 @@ class UserState:
     """rule id -> time of the latest ``then`` event of a ``not_followed`` rule: a ``first``
     read after a later ``then`` (from another topic, or sent late) is already followed."""
     timers: list[Timer] = field(default_factory=list)
+    deferred: list[Deferred] = field(default_factory=list)
+    """Matches waiting to be decided again, at most one per rule (section 14)."""
     touches: list[Touch] = field(default_factory=list)
     """Emitted and held-out decisions inside the attribution window, oldest first."""
     # duplicates and time
@@ -170,6 +197,8 @@ class UserState:
                 continue
             if name == "timers":
                 value = [_timer_values(timer) for timer in value]
+            elif name == "deferred":
+                value = [_deferred_values(waiting) for waiting in value]
             elif name == "touches":
                 value = [_touch_values(touch) for touch in value]
             elif name == "seen":
@@ -181,8 +210,9 @@ class UserState:
     def from_document(cls, document: dict[str, Any]) -> UserState:
         if document.get("last_activity") is not None:  # a JSON array; the field holds a tuple
             document["last_activity"] = tuple(document["last_activity"])
-        state = cls(**{k: v for k, v in document.items() if k not in ("timers", "seen", "touches")})
+        state = cls(**{k: v for k, v in document.items() if k not in _LISTS_OF_RECORDS})
         state.timers = [Timer(*values) for values in document.get("timers", [])]
+        state.deferred = [Deferred(*values) for values in document.get("deferred", [])]
         state.touches = [Touch(*values) for values in document.get("touches", [])]
         state.seen = OrderedDict((int(key), at) for key, at in document.get("seen", []))
         # JSON arrays become tuples, read from the document: a compiled core checks types.
@@ -216,6 +246,8 @@ _DEFAULTS: dict[str, Any] = {
     for f in dataclasses.fields(UserState)
     if f.name not in _TRANSIENT
 }
+_LISTS_OF_RECORDS = ("timers", "deferred", "seen", "touches")
+_deferred_values = operator.attrgetter(*(f.name for f in dataclasses.fields(Deferred)))
 _timer_values = operator.attrgetter(*(f.name for f in dataclasses.fields(Timer)))
 _touch_values = operator.attrgetter(*(f.name for f in dataclasses.fields(Touch)))
 

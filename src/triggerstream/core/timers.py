@@ -128,10 +128,13 @@ def pending(state: UserState, inactivity: list[CompiledRule]) -> list[Timer]:
 
 
 def has_due(state: UserState, inactivity: list[CompiledRule], now: float) -> bool:
-    """Whether any timer of the user is due at or before ``now`` (cheap: on the path of
-    every event)."""
+    """Whether any timer of the user, or a deferred match's next look, is due at or
+    before ``now`` (cheap: on the path of every event)."""
     for timer in state.timers:
         if timer.triggered_at() <= now:
+            return True
+    for waiting in state.deferred:
+        if waiting.wake <= now:
             return True
     seen = state.last_seen_at
     if seen is not None:
@@ -142,24 +145,27 @@ def has_due(state: UserState, inactivity: list[CompiledRule], now: float) -> boo
 
 
 def next_due(state: UserState, inactivity: list[CompiledRule]) -> float | None:
-    """When this user's earliest timer is due, for the shell's schedule."""
-    return min((timer.triggered_at() for timer in pending(state, inactivity)), default=None)
+    """When this user's earliest timer, or a deferred match's next look (deferral.py),
+    is due: for the shell's schedule."""
+    due = min((timer.triggered_at() for timer in pending(state, inactivity)), default=None)
+    for waiting in state.deferred:
+        if due is None or waiting.wake < due:
+            due = waiting.wake
+    return due
 
 
-def fire_next(
+def fire_at(
     state: UserState,
     inactivity: list[CompiledRule],
     rules: dict[str, CompiledRule],
-    now: float,
-) -> list[Match] | None:
-    """Fire the earliest moment due at or before ``now``: its timers leave the state and
-    their matches are returned to decide (None when nothing is due)."""
-    due = [timer for timer in pending(state, inactivity) if timer.triggered_at() <= now]
-    if not due:
-        return None
-    moment = min(timer.triggered_at() for timer in due)
-    firing = [timer for timer in due if timer.triggered_at() == moment]
-    state.timers = [timer for timer in state.timers if timer not in firing]
+    moment: float,
+) -> list[Match]:
+    """Fire the timers due at ``moment`` (the earliest due, :func:`next_due`): they
+    leave the state and their matches are returned to decide, with the deferred matches
+    waiting then."""
+    firing = [timer for timer in pending(state, inactivity) if timer.triggered_at() == moment]
+    if firing:
+        state.timers = [timer for timer in state.timers if timer not in firing]
     matches = []
     for timer in firing:
         match = _fired(state, rules, timer)

@@ -41,9 +41,20 @@ def explain_user(
         "rules": [
             why(engine, rule, user_id, state, now, timers).to_dict() for rule in engine.compiled
         ],
-        "pending": [
-            {"rule_id": t.rule_id, "kind": t.kind, "due": when(t.triggered_at())} for t in timers
-        ],
+        "pending": sorted(
+            [
+                *(
+                    {"rule_id": t.rule_id, "kind": t.kind, "due": when(t.triggered_at())}
+                    for t in timers
+                ),
+                # A deferred match waits for its next look (or the user's next event).
+                *(
+                    {"rule_id": d.rule_id, "kind": f"deferred: {d.reason}", "due": when(d.wake)}
+                    for d in state.deferred
+                ),
+            ],
+            key=lambda entry: (entry["due"], entry["rule_id"]),
+        ),
         "decisions": list(decisions),
     }
 

@@ -226,19 +226,14 @@ def _policy(
         return verdict.outcome, f"the policy lets it through now: {verdict.detail}"
     if verdict.outcome == "holdout":
         return verdict.outcome, f"held out: {verdict.detail}"
-    reason = verdict.reason
+    reason = verdict.reason or ""
     detail = verdict.detail
-    until: float | None = None
-    if reason == "cooldown":
-        until = state.last_trigger[rule.id] + rule.cooldown
-    elif reason == "dismissed" and policy.dismiss_for is not None:
-        until = state.dismissed[rule.offer_id] + policy.dismiss_for
-    elif reason == "frequency_cap":
-        until = policy.caps.frees_at(state, now, None, rule.offer_id)
-    elif reason == "no_channel":
+    if reason == "no_channel":
         detail = "; ".join(
             _channel(engine, channel, state, now, rule.offer_id) for channel in rule.channels
         )
+    said = reason in ("no_channel", "snoozed")  # their detail says until when
+    until = None if said else policy.ends(reason, state, rule.candidate, now)
     held = f"the policy would hold it back now ({reason}): {detail}"
     return verdict.outcome, held + (f" (until {when(until)})" if until is not None else "")
 
@@ -250,9 +245,5 @@ def _channel(engine: Engine, channel: str, state: UserState, now: float, offer: 
     reason = router.unavailable(channel, state, now, offer)
     if reason is None:
         return f"{channel}: free"
-    until = None
-    if reason.startswith("quiet hours"):
-        until = router.quiet_until(state, now)
-    elif reason.startswith(("cap of", "family ")):
-        until = engine.policy.caps.frees_at(state, now, channel, offer)
+    until = router.frees_at(channel, state, now, offer)
     return f"{channel}: {reason}" + (f" until {when(until)}" if until is not None else "")

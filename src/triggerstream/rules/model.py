@@ -236,6 +236,22 @@ RuleId: TypeAlias = Annotated[
 ]
 
 
+MAX_DEFER = dt.timedelta(days=7)
+
+
+class Defer(Strict):
+    """How long a match held back by a block that ends by itself may wait (section 14)."""
+
+    up_to: Duration
+
+    @field_validator("up_to")
+    @classmethod
+    def _bounded(cls, up_to: dt.timedelta) -> dt.timedelta:
+        if not dt.timedelta(0) < up_to <= MAX_DEFER:
+            raise ValueError("must be more than 0s and at most 7d: how long a match may wait")
+        return up_to
+
+
 class Rule(Strict):
     id: RuleId
     offer: str
@@ -245,6 +261,8 @@ class Rule(Strict):
     cooldown: Duration = dt.timedelta(days=1)
     priority: int = 0
     delay: Duration = dt.timedelta(0)
+    defer: Defer | None = None
+    """Wait instead of being lost when held back by a block that ends by itself."""
 
     @field_validator("channels")
     @classmethod

@@ -1,0 +1,209 @@
+"""Deferral (docs/contract.md section 14) through the replay shell: a match held back by a
+block that ends by itself waits, is decided again, and ends with one final decision."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from tests.engine_support import at, event, in_session, replay, rule, rules_file
+from triggerstream.rules.load import RulesError, parse_rules
+
+QUIET = {"quiet_hours": {"from": "21:00", "to": "08:00"}}
+
+
+def skip(user: str, when: dt.datetime, event_id: str | None = None) -> dict[str, Any]:
+    return event("usage.feature_used", user, when, event_id, feature="skip")
+
+
+def pushed(user: str, when: dt.datetime, timezone: str = "UTC") -> list[dict[str, Any]]:
+    """A user who granted push and nothing else, in ``timezone``: no session, no email."""
+    return [
+        event("profile.profile_updated", user, when, timezone=timezone),
+        event("profile.consent_updated", user, when, channel="push", granted=True),
+    ]
+
+
+def deferring(up_to: str = "12h", **fields: Any) -> dict[str, Any]:
+    fields.setdefault("channels", ["push"])
+    return rule("r", defer={"up_to": up_to}, **fields)
+
+
+def final(decisions: list[Any]) -> Counter[str]:
+    """How many matches ended (by trigger id): a deferred match ends once."""
+    return Counter(d.trigger_id for d in decisions if d.outcome != "deferred")
+
+
+def test_a_push_in_quiet_hours_waits_and_goes_when_they_end_with_its_trigger_id() -> None:
+    lines = [*pushed("maya", at()), skip("maya", at(hours=13), "late-skip")]  # 22:00 UTC
+    result = replay(rules_file([deferring()], policy=QUIET), lines, until=at(days=2))
+    assert result.outcomes() == [("r", "deferred", "no_channel"), ("r", "emitted", None)]
+    deferred, released = result.decisions
+    assert deferred.trigger_id == released.trigger_id
+    assert deferred.decision_id != released.decision_id
+    assert "quiet hours (22:00 UTC)" in deferred.detail
+    assert "until 2026-11-03T10:00:00Z" in deferred.detail
+    assert deferred.at == at(hours=13)
+    assert released.at == dt.datetime(2026, 11, 3, 8, 0, tzinfo=dt.UTC)
+    (trigger,) = result.triggers
+    assert trigger.trigger_id == released.trigger_id
+    assert trigger.caused_by.event_id == "late-skip"
+    assert trigger.triggered_at == released.at
+    assert trigger.channel == "push"
+
+
+def test_without_defer_the_same_match_is_lost() -> None:
+    lines = [*pushed("maya", at()), skip("maya", at(hours=13))]
+    result = replay(rules_file([rule("r", channels=["push"])], policy=QUIET), lines)
+    assert result.outcomes() == [("r", "suppressed", "no_channel")]
+
+
+def test_quiet_hours_ending_across_a_dst_change_in_the_users_zone() -> None:
+    # Berlin leaves summer time on 2026-10-25 03:00 local: quiet hours that began at 21:00
+    # CEST (19:00 UTC) end at 08:00 CET, 07:00 UTC, 13 hours of wall time later.
+    start = dt.datetime(2026, 10, 24, 19, 30, tzinfo=dt.UTC)
+    lines = [*pushed("maya", start, "Europe/Berlin"), skip("maya", start)]
+    result = replay(
+        rules_file([deferring("1d")], policy=QUIET), lines, until=start + dt.timedelta(days=2)
+    )
+    assert result.outcomes() == [("r", "deferred", "no_channel"), ("r", "emitted", None)]
+    assert result.decisions[1].at == dt.datetime(2026, 10, 25, 7, 0, tzinfo=dt.UTC)
+
+
+@pytest.mark.parametrize(
+    ("up_to", "outcome"),
+    [("11h", "emitted"), ("659m", "expired")],
+    ids=["up_to-reached-exactly-as-the-block-ends", "a-minute-short"],
+)
+def test_up_to_reached_exactly(up_to: str, outcome: str) -> None:
+    # Matched at 21:00 UTC, quiet hours end at 08:00: 11 hours later.
+    lines = [*pushed("maya", at()), skip("maya", at(hours=12))]
+    result = replay(rules_file([deferring(up_to)], policy=QUIET), lines, until=at(days=2))
+    assert [d.outcome for d in result.decisions] == ["deferred", outcome]
+    if outcome == "expired":
+        assert result.decisions[1].reason == "no_channel"
+        assert result.decisions[1].at == at(hours=12 + 10, minutes=59)
+        assert result.triggers == []
+    else:
+        assert result.decisions[1].at == at(hours=23)
+
+
+def test_in_app_only_waits_for_activity_a_cap_ending_does_not_bring() -> None:
+    caps = {"frequency_caps": [{"max": 1, "per": "1h"}]}
+    rules = rules_file(
+        [
+            rule("first", {"event": {"type": "usage.session_started"}}, channels=["in_app"]),
+            deferring("2h", channels=["in_app"]),
+        ],
+        policy=caps,
+    )
+    lines = [*in_session("maya", at()), skip("maya", at(minutes=10))]
+    result = replay(rules, lines, until=at(hours=5))
+    assert result.outcomes() == [
+        ("first", "emitted", None),
+        ("r", "deferred", "frequency_cap"),
+        ("r", "expired", "no_channel"),
+    ], "the session's activity is an hour old when the cap frees: in-app waits for more"
+    assert result.decisions[2].at == at(hours=2, minutes=10)
+    assert result.triggers[0].rule_id == "first"
+    assert len(result.triggers) == 1
+
+
+def test_a_cap_frees_and_push_goes_at_exactly_per() -> None:
+    caps = {"frequency_caps": [{"max": 1, "per": "1h"}]}
+    rules = rules_file(
+        [
+            rule("first", {"event": {"type": "usage.session_started"}}, channels=["in_app"]),
+            deferring("2h", channels=["in_app", "push"]),
+        ],
+        policy=caps,
+    )
+    lines = [*in_session("maya", at()), skip("maya", at(minutes=10))]
+    result = replay(rules, lines, until=at(hours=5))
+    assert result.outcomes() == [
+        ("first", "emitted", None),
+        ("r", "deferred", "frequency_cap"),
+        ("r", "emitted", None),
+    ]
+    assert result.decisions[2].at == at(hours=1)
+    assert result.triggers[1].channel == "push"
+
+
+def test_a_ticket_resolved_releases_the_match_at_that_event() -> None:
+    policy = {"suppress": {"open_tickets_at_least": 1}}
+    lines = [
+        *in_session("maya", at()),
+        event("support.ticket_opened", "maya", at(minutes=1), ticket_id="t1", category="billing"),
+        skip("maya", at(minutes=2)),
+        skip("maya", at(minutes=3)),
+        event("support.ticket_resolved", "maya", at(minutes=4), ticket_id="t1", category="billing"),
+    ]
+    result = replay(
+        rules_file([deferring("1d", channels=["in_app"], cooldown="0s")], policy=policy), lines
+    )
+    assert result.outcomes() == [
+        ("r", "deferred", "open_tickets"),
+        ("r", "expired", "open_tickets"),  # replaced by the later match
+        ("r", "deferred", "open_tickets"),
+        ("r", "emitted", None),
+    ]
+    assert "replaced by a later match" in result.decisions[1].detail
+    assert result.decisions[3].at == at(minutes=4)
+    assert result.decisions[3].trigger_id == result.decisions[2].trigger_id
+    assert all(n == 1 for n in final(result.decisions).values())
+
+
+def test_a_block_that_does_not_end_by_itself_ends_the_wait_suppressed() -> None:
+    policy = {"suppress": {"open_tickets_at_least": 1}}
+    lines = [
+        *in_session("maya", at()),
+        event("support.ticket_opened", "maya", at(minutes=1), ticket_id="t1", category="billing"),
+        skip("maya", at(minutes=2)),
+        event(
+            "purchase.subscription_started",
+            "maya",
+            at(minutes=3),
+            plan="premium",
+            billing_period="monthly",
+        ),
+    ]
+    result = replay(rules_file([deferring("1d", channels=["in_app"])], policy=policy), lines)
+    assert result.outcomes() == [
+        ("r", "deferred", "open_tickets"),
+        ("r", "suppressed", "already_owned"),
+    ]
+
+
+def test_a_cooldown_is_not_deferred() -> None:
+    lines = [*in_session("maya", at()), skip("maya", at(minutes=1)), skip("maya", at(minutes=2))]
+    result = replay(rules_file([deferring("1d", channels=["in_app"])]), lines)
+    assert result.outcomes() == [("r", "emitted", None), ("r", "suppressed", "cooldown")]
+
+
+@pytest.mark.parametrize("next_event", [True, False], ids=["at-the-next-event", "at-up_to"])
+def test_lower_priority_waits_for_the_users_next_moment(next_event: bool) -> None:
+    rules = rules_file(
+        [
+            rule("low", channels=["push"], defer={"up_to": "1d"}),
+            rule("high", {"event": {"type": "usage.feature_used"}}, channels=["push"], priority=5),
+        ],
+    )
+    lines = [*pushed("maya", at()), skip("maya", at(minutes=1))]
+    if next_event:
+        lines.append(event("usage.session_started", "maya", at(minutes=30)))
+    result = replay(rules, lines, until=at(days=2))
+    assert result.outcomes() == [
+        ("high", "emitted", None),
+        ("low", "deferred", "lower_priority"),
+        ("low", "emitted", None),
+    ]
+    assert result.decisions[2].at == (at(minutes=30) if next_event else at(days=1, minutes=1))
+
+
+def test_rules_check_refuses_a_defer_beyond_seven_days() -> None:
+    with pytest.raises(RulesError) as refused:
+        parse_rules(rules_file([deferring("8d")]))
+    assert "at most 7d" in str(refused.value)
