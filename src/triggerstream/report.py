@@ -332,7 +332,7 @@ def write(report: Report, output_format: str, output: IO[str]) -> None:
 
         # Wide enough for every column on one line; a terminal narrower than that
         # scrolls rather than folds the numbers.
-        console = Console(file=output, width=max(200, Console().width))
+        console = Console(file=output, width=max(240, Console().width))
         console.print(render_table(report))
         if report.erased:
             console.print(f"{report.erased} erasure(s) recorded")

@@ -4,9 +4,10 @@ The people of the seed articles, each with a persona that decides what they do:
 
 - free listeners skip tracks in bursts (six skips in an hour is the moment to offer
   Premium), and some upgrade on their own;
-- teams on the Team or Starter plan fill their storage toward its quota and click on
-  the SSO feature their plan lacks;
-- shoppers buy a camera or an espresso machine (complements to cross-sell) or anything;
+- teams on the Team or Starter plan fill their storage toward its quota (near it, uploads
+  fail and some open a ticket first) and click on the SSO feature their plan lacks;
+- shoppers buy a camera or an espresso machine (complements to cross-sell) or anything,
+  or take one to checkout and leave it there (cart abandonment) or buy it a while later;
 - trialists start a Pro trial that ends within ten days;
 - monthly subscribers renew (a moment to offer annual billing);
 - analysts run workflows: a first report (the moment for the automation add-on) or
@@ -241,10 +242,24 @@ class Population:
         used = min(1.0, used + rng.uniform(0.03, 0.15))
         self.quota[number] = used
         usage = {"resource": "storage_gb", "used": round(used * 1000), "limit": 1000}
+        if used >= 0.9 and rng.random() < 0.5:
+            # Uploads fail near the quota: a ticket first. The bigger plan waits for it
+            # to be resolved (a deferred offer), rather than being sold into a complaint.
+            ticket = {"ticket_id": f"T-{self.run}-{next(self.ids)}", "category": "storage-full"}
+            self._at(now - 1, number, "support-events", "ticket_opened", ticket)
+            resolved = now + rng.uniform(20, 90)
+            self._at(resolved, number, "support-events", "ticket_resolved", ticket)
         self._at(now, number, "usage-events", "quota_usage", usage)
 
     def _shopper(self, number: int, now: float) -> None:
         rng = self.rng
+        if rng.random() < 0.3:  # a cart taken to checkout; half of them bought a while later
+            sku = rng.choice(list(COMPLEMENTS))
+            cart = {"cart": [{"sku": sku, "price": COMPLEMENTS[sku], "quantity": 1}]}
+            self._at(now, number, "purchase-events", "checkout_started", cart)
+            if rng.random() < 0.5:
+                self._order(number, now + rng.uniform(20, 900), [sku])
+            return
         if rng.random() < 0.5:
             self._order(number, now, [rng.choice(list(COMPLEMENTS))])
         else:

@@ -2,8 +2,8 @@
 
 Drawn from the users' world of the seed articles: free listeners who skip tracks in
 bursts, teams whose storage fills toward its quota, shoppers whose orders teach
-cross-sell, trials that end, tickets about limits, NPS answers, consent given per
-channel, and what users did with earlier offers.
+cross-sell and who leave carts at checkout, trials that end, tickets about limits, NPS
+answers, consent given per channel, and what users did with earlier offers.
 """
 
 from __future__ import annotations
@@ -89,6 +89,7 @@ def history(
         (0.05, "locked"),
         (0.04, "workflow"),
         (0.05, "order"),
+        (0.03, "checkout"),
         (0.02, "subscription"),
         (0.02, "trial"),
         (0.03, "ticket"),
@@ -172,6 +173,24 @@ def history(
                     "currency": "EUR",
                 },
             )
+        elif kind == "checkout":  # half of the carts are bought within the hour
+            sku = rng.choice(["camera-x", "espresso-1"])  # with complements to suggest
+            cart = [{"sku": sku, "price": round(rng.uniform(5, 500), 2), "quantity": 1}]
+            emit(user, at, "purchase-events", "checkout_started", {"cart": cart})
+            if rng.random() < 0.5:
+                paid = {"sku": sku, "price": cart[0]["price"], "quantity": 1}
+                emit(
+                    user,
+                    at + rng.uniform(60, 3000),
+                    "purchase-events",
+                    "order_completed",
+                    {
+                        "order_id": f"o{len(lines)}",
+                        "items": [paid],
+                        "total": paid["price"],
+                        "currency": "EUR",
+                    },
+                )
         elif kind == "subscription":
             emit(
                 user,

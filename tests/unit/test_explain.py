@@ -154,9 +154,9 @@ def engine() -> Engine:
 
 def test_a_capped_user_reads_when_the_cap_frees() -> None:
     state = UserState(plan="free", session_open=True, last_seen_at=at().timestamp())
-    state.sent = [
-        (at(hours=-20).timestamp(), "push", "premium"),
-        (at(hours=-2).timestamp(), "in_app", "premium"),
+    state.sent = [  # not upgrade offers: the family cap (2 a week) is not reached
+        (at(hours=-20).timestamp(), "push", "accessories"),
+        (at(hours=-2).timestamp(), "in_app", "automation-addon"),
     ]
     view = explain_user(engine(), "ana", state, at().timestamp(), [])
     detail = rule(view, "free-skip-limit")["detail"]

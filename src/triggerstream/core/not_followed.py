@@ -104,6 +104,8 @@ def _wait(
                 "first_at": summaries.when(at),
                 "then": spec.then.type,
                 "within": rule.within_text,
+                # A checkout's cart: the basket a cross-sell offer recommends for.
+                "basket": [item.sku for item in getattr(event.properties, "cart", ())],
             },
         ),
         replace=True,

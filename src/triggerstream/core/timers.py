@@ -188,6 +188,7 @@ def _fired(state: UserState, rules: dict[str, CompiledRule], timer: Timer) -> Ma
     elif timer.kind == "not_followed":
         if not rule.profile_holds(state):
             return None
+        basket = tuple(facts.pop("basket", ()))
         summary = summaries.not_followed(facts)
     else:
         # Once per spell and once per deadline value, whether the profile holds or not.
