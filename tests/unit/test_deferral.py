@@ -4,13 +4,20 @@ block that ends by itself waits, is decided again, and ends with one final decis
 from __future__ import annotations
 
 import datetime as dt
-from collections import Counter
+from collections import Counter, defaultdict
 from typing import Any
 
 import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from tests.conftest import ROOT
 from tests.engine_support import at, event, in_session, replay, rule, rules_file
+from tests.unit.test_engine_properties import interleavings, per_user, timelines
 from triggerstream.rules.load import RulesError, parse_rules
+
+EXAMPLE_RULES = ROOT / "examples" / "rules.yaml"
 
 QUIET = {"quiet_hours": {"from": "21:00", "to": "08:00"}}
 
@@ -207,3 +214,70 @@ def test_rules_check_refuses_a_defer_beyond_seven_days() -> None:
     with pytest.raises(RulesError) as refused:
         parse_rules(rules_file([deferring("8d")]))
     assert "at most 7d" in str(refused.value)
+
+
+# --- properties over generated streams ------------------------------------------------
+
+
+def _reachable(lines: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
+    """Each user's timeline after a start that lets offers out: a profile, consent on
+    push and email, an open session (else nearly every match would wait and expire)."""
+    return {user: [*in_session(user, at(), plan="free"), *events] for user, events in lines.items()}
+
+
+def _deferring_everything(up_to: str) -> str:
+    """The example rules with every rule deferring up to ``up_to``, and a holdout."""
+    document = yaml.safe_load(EXAMPLE_RULES.read_text())
+    for each in document["rules"]:
+        each["defer"] = {"up_to": up_to}
+    document["policy"]["holdout"] = {"percent": 20, "salt": "deferral"}
+    return yaml.safe_dump(document)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data(), st.sampled_from(["30m", "12h", "3d"]))
+def test_a_deferred_match_ends_with_exactly_one_final_decision(
+    data: st.DataObject, up_to: str
+) -> None:
+    rules = _deferring_everything(up_to)
+    lines = data.draw(interleavings(_reachable(data.draw(timelines()))))
+    result = replay(rules, lines, until=at(days=60))
+    span = dt.timedelta(seconds=parse_rules(rules).rules[0].defer.up_to.total_seconds())  # type: ignore[union-attr]
+    by_trigger: dict[str, list[Any]] = defaultdict(list)
+    erased: dict[str, list[dt.datetime]] = defaultdict(list)
+    for decision in result.decisions:
+        if decision.outcome == "erased":
+            erased[decision.user_id].append(decision.at)
+        else:
+            by_trigger[str(decision.trigger_id)].append(decision)
+    for trigger, decisions in by_trigger.items():
+        outcomes = [d.outcome for d in decisions]
+        if outcomes[0] != "deferred":
+            assert len(decisions) == 1, (trigger, outcomes)
+            continue
+        waited = decisions[0]
+        ends = decisions[1:]
+        if not ends:  # an erasure took it with the rest of the user
+            assert any(waited.at <= e for e in erased[waited.user_id]), (trigger, outcomes)
+            continue
+        assert len(ends) == 1, (trigger, outcomes)
+        (end,) = ends
+        assert end.outcome in ("emitted", "holdout", "suppressed", "expired"), outcomes
+        assert waited.at <= end.at <= waited.at + span, (waited, end)
+        assert end.decision_id != waited.decision_id
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data(), st.sampled_from(["30m", "12h", "3d"]))
+def test_with_deferral_the_order_of_other_users_events_changes_no_users_decisions(
+    data: st.DataObject, up_to: str
+) -> None:
+    document = yaml.safe_load(_deferring_everything(up_to))
+    # Co-purchase counts are shared by all users by design: cross-sell left out.
+    document["rules"] = [r for r in document["rules"] if r["offer"] != "accessories"]
+    rules = yaml.safe_dump(document)
+    lines = _reachable(data.draw(timelines()))
+    first = replay(rules, data.draw(interleavings(lines)), until=at(days=60))
+    second = replay(rules, data.draw(interleavings(lines)), until=at(days=60))
+    assert per_user(first.decisions) == per_user(second.decisions)
+    assert sorted(first.trigger_lines) == sorted(second.trigger_lines)

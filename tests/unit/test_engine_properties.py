@@ -41,6 +41,7 @@ RELEVANT = [
     "purchase.subscription_renewed",
     "purchase.subscription_cancelled",
     "purchase.trial_started",
+    "purchase.checkout_started",
     "support.ticket_opened",
     "support.ticket_resolved",
     "support.nps_submitted",
