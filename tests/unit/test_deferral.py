@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from tests.conftest import ROOT
 from tests.engine_support import at, event, in_session, replay, rule, rules_file
-from tests.unit.test_engine_properties import interleavings, per_user, timelines
+from tests.unit.test_engine_properties import RECOMMENDING, interleavings, per_user, timelines
 from triggerstream.rules.load import RulesError, parse_rules
 
 EXAMPLE_RULES = ROOT / "examples" / "rules.yaml"
@@ -274,7 +274,7 @@ def test_with_deferral_the_order_of_other_users_events_changes_no_users_decision
 ) -> None:
     document = yaml.safe_load(_deferring_everything(up_to))
     # Co-purchase counts are shared by all users by design: cross-sell left out.
-    document["rules"] = [r for r in document["rules"] if r["offer"] != "accessories"]
+    document["rules"] = [r for r in document["rules"] if r["offer"] not in RECOMMENDING]
     rules = yaml.safe_dump(document)
     lines = _reachable(data.draw(timelines()))
     first = replay(rules, data.draw(interleavings(lines)), until=at(days=60))

@@ -22,8 +22,9 @@ EXAMPLE_RULES["policy"]["holdout"] = {"percent": 20, "salt": "props"}
 ALL_RULES = yaml.safe_dump(EXAMPLE_RULES)
 # Co-purchase counts are shared by all users by design, so the order of other users'
 # orders may change what is recommended; the order property leaves cross-sell out.
+RECOMMENDING = {o for o, offer in EXAMPLE_RULES["offers"].items() if "recommend" in offer}
 NO_CROSS_SELL = dict(
-    EXAMPLE_RULES, rules=[r for r in EXAMPLE_RULES["rules"] if r["offer"] != "accessories"]
+    EXAMPLE_RULES, rules=[r for r in EXAMPLE_RULES["rules"] if r["offer"] not in RECOMMENDING]
 )
 USER_RULES = yaml.safe_dump(NO_CROSS_SELL)
 
