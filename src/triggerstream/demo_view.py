@@ -57,6 +57,13 @@ class Tally:
     suppressions: Counter[SuppressionReason] = field(default_factory=Counter)
     conversions: int = 0
     revenue: Counter[str] = field(default_factory=Counter)
+    deferred: int = 0
+    """Matches that waited instead of being lost (docs/contract.md section 14)."""
+    released: int = 0
+    """Of those, the ones sent once the user could take them."""
+    expired: int = 0
+    waiting: set[str] = field(default_factory=set)
+    """Trigger ids of the deferred matches not yet ended."""
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=5000))
     last: deque[Seen] = field(default_factory=lambda: deque(maxlen=6))
     worker_log: Path | None = None
@@ -81,8 +88,18 @@ class Tally:
                 )
             )
         elif topic == DECISIONS_TOPIC:
-            if value["outcome"] == "suppressed":
+            outcome = value["outcome"]
+            if outcome == "suppressed":
                 self.suppressions[value["reason"]] += 1
+            if outcome == "deferred":
+                self.deferred += 1
+                self.waiting.add(value.get("trigger_id") or "")
+            elif value.get("trigger_id") in self.waiting:
+                self.waiting.discard(value["trigger_id"])
+                if outcome in ("emitted", "holdout"):
+                    self.released += 1
+                elif outcome == "expired":
+                    self.expired += 1
         elif topic == ATTRIBUTIONS_TOPIC:
             self.conversions += 1
             self.revenue[value["currency"]] += value["revenue"]
@@ -103,7 +120,8 @@ class Tally:
                 else f"{self.startup + first:.1f} s after start ({first:.1f} s into the traffic)"
             )
             + f"; {sum(self.triggers.values()):,} triggers, "
-            + f"{sum(self.suppressions.values()):,} suppressed, {self.conversions:,} conversions"
+            + f"{sum(self.suppressions.values()):,} suppressed, {self.conversions:,} conversions; "
+            + f"{self.deferred:,} deferred: {self.released:,} released, {self.expired:,} expired"
         )
 
 
@@ -135,19 +153,21 @@ def _figures(tally: Tally, load: Load) -> Table:
     first = tally.first_trigger_after
     p50, p99 = tally.latency(0.5), tally.latency(0.99)
     figures = Table.grid(padding=(0, 3))
-    for _ in range(4):
+    for _ in range(5):
         figures.add_column(justify="right")
     figures.add_row(
         Text.assemble((f"{load.events_per_second():,.0f}", "bold"), " events/s"),
         Text.assemble((f"{load.sent:,}", "bold"), " events sent"),
         Text.assemble((f"{sum(tally.triggers.values()):,}", "bold green"), " triggers"),
         Text.assemble((f"{tally.conversions:,}", "bold"), " conversions"),
+        Text.assemble((f"{tally.deferred:,}", "bold"), " deferred"),
     )
     figures.add_row(
         "first trigger " + ("-" if first is None else f"{tally.startup + first:.1f} s after start"),
         "event→trigger p50 " + ("-" if p50 is None else f"{p50 * 1000:,.0f} ms"),
         "p99 " + ("-" if p99 is None else f"{p99 * 1000:,.0f} ms"),
         "revenue " + (", ".join(f"{v:,.2f} {c}" for c, v in tally.revenue.items()) or "-"),
+        f"released {tally.released:,} · waiting {len(tally.waiting):,} · expired {tally.expired:,}",
     )
     return figures
 

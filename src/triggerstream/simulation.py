@@ -238,16 +238,16 @@ class Population:
                     locked,
                 )
             return
-        used = self.quota.get(number, rng.uniform(0.4, 0.7))
+        used = self.quota.get(number, rng.uniform(0.55, 0.8))
         used = min(1.0, used + rng.uniform(0.03, 0.15))
         self.quota[number] = used
         usage = {"resource": "storage_gb", "used": round(used * 1000), "limit": 1000}
-        if used >= 0.9 and rng.random() < 0.5:
+        if used >= 0.85 and rng.random() < 0.8:
             # Uploads fail near the quota: a ticket first. The bigger plan waits for it
             # to be resolved (a deferred offer), rather than being sold into a complaint.
             ticket = {"ticket_id": f"T-{self.run}-{next(self.ids)}", "category": "storage-full"}
             self._at(now - 1, number, "support-events", "ticket_opened", ticket)
-            resolved = now + rng.uniform(20, 90)
+            resolved = now + rng.uniform(3, 15)  # support lifts the upload limit
             self._at(resolved, number, "support-events", "ticket_resolved", ticket)
         self._at(now, number, "usage-events", "quota_usage", usage)
 

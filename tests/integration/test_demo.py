@@ -26,7 +26,8 @@ from triggerstream.settings import Settings
 
 SUMMARY = re.compile(
     r"ready in (?P<ready>[\d.]+) s .*first trigger (?P<first>[\d.]+) s after start .*; "
-    r"(?P<triggers>[\d,]+) triggers, (?P<suppressed>[\d,]+) suppressed",
+    r"(?P<triggers>[\d,]+) triggers, (?P<suppressed>[\d,]+) suppressed, .*; "
+    r"(?P<deferred>[\d,]+) deferred: (?P<released>[\d,]+) released",
     re.S,
 )
 
@@ -71,6 +72,10 @@ def test_the_demo_shows_triggers_within_30_seconds_and_cleans_up_after_itself() 
     assert figures["first"] < 30, result.stdout
     assert figures["triggers"] > 20
     assert figures["suppressed"] > 0
+    # Offers deferred (storage offers while a ticket about the full storage is open)
+    # and released once the user can take them, with the figures on the way.
+    assert figures["released"] >= 1, result.stdout
+    assert re.search(r"released [\d,]+ · waiting [\d,]+ · expired [\d,]+", result.stdout)
     # The view showed what a newcomer is told to look for.
     for heading in ("triggers by rule and channel", "suppressed, by reason", "last triggers"):
         assert heading in result.stdout

@@ -4,6 +4,7 @@ block that ends by itself waits, is decided again, and ends with one final decis
 from __future__ import annotations
 
 import datetime as dt
+import io
 from collections import Counter, defaultdict
 from typing import Any
 
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 from tests.conftest import ROOT
 from tests.engine_support import at, event, in_session, replay, rule, rules_file
 from tests.unit.test_engine_properties import RECOMMENDING, interleavings, per_user, timelines
+from triggerstream import report
 from triggerstream.rules.load import RulesError, parse_rules
 
 EXAMPLE_RULES = ROOT / "examples" / "rules.yaml"
@@ -194,9 +196,13 @@ def test_a_cooldown_is_not_deferred() -> None:
 def test_lower_priority_waits_for_the_users_next_moment(next_event: bool) -> None:
     rules = rules_file(
         [
-            rule("low", channels=["push"], defer={"up_to": "1d"}),
+            rule("low", channels=["push"], defer={"up_to": "1d"}, offer="annual"),
             rule("high", {"event": {"type": "usage.feature_used"}}, channels=["push"], priority=5),
         ],
+        offers={
+            "premium": {"kind": "upsell", "product": "premium", "title": "Go Premium"},
+            "annual": {"kind": "upsell", "product": "annual", "title": "Save with annual"},
+        },
     )
     lines = [*pushed("maya", at()), skip("maya", at(minutes=1))]
     if next_event:
@@ -281,3 +287,51 @@ def test_with_deferral_the_order_of_other_users_events_changes_no_users_decision
     second = replay(rules, data.draw(interleavings(lines)), until=at(days=60))
     assert per_user(first.decisions) == per_user(second.decisions)
     assert sorted(first.trigger_lines) == sorted(second.trigger_lines)
+
+
+def test_a_match_whose_own_offer_took_the_moment_does_not_wait() -> None:
+    rules = rules_file(
+        [
+            rule("low", channels=["push"], defer={"up_to": "1d"}),
+            rule("high", channels=["push"], priority=5, defer={"up_to": "1d"}),
+        ],
+    )
+    lines = [*pushed("maya", at()), skip("maya", at(minutes=1))]
+    result = replay(rules, lines, until=at(days=2))
+    assert result.outcomes() == [("high", "emitted", None), ("low", "suppressed", "lower_priority")]
+    assert result.decisions[1].detail.endswith("was chosen at this moment, with the same offer")
+
+
+def test_report_counts_released_offers_and_their_conversions_apart() -> None:
+    policy = {"suppress": {"open_tickets_at_least": 1}}
+    rules = rules_file([deferring("1d", channels=["in_app"], cooldown="0s")], policy=policy)
+    lines = [
+        *in_session("maya", at()),
+        *in_session("sam", at()),
+        event("support.ticket_opened", "maya", at(minutes=1), ticket_id="t1", category="billing"),
+        skip("maya", at(minutes=2)),  # waits for the ticket
+        skip("sam", at(minutes=2)),  # goes at once
+        event("support.ticket_resolved", "maya", at(minutes=4), ticket_id="t1", category="billing"),
+        *(
+            event(
+                "purchase.subscription_started",
+                user,
+                at(minutes=9),
+                plan="premium",
+                billing_period="monthly",
+                price=9.99,
+                currency="EUR",
+            )
+            for user in ("maya", "sam")
+        ),
+    ]
+    result = replay(rules, lines)
+    built = report.build(result.decisions, result.attributions)
+    (row,) = [r for r in built.rows() if r["channel"] == "all"]
+    assert (row["matches"], row["emitted"], row["deferred"], row["released"]) == (2, 2, 1, 1)
+    assert (row["conversions"], row["released_conversions"]) == (2, 1)
+    assert row["released_revenue"] == {"EUR": 9.99}
+    assert row["revenue"] == {"EUR": 19.98}
+    table = io.StringIO()
+    report.write(built, "table", table)
+    assert "1: 1 released, 0 expired (1 converted, 9.99 EUR)" in table.getvalue()

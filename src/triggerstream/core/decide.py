@@ -73,16 +73,19 @@ class Decider:
                 else rule.candidate
             )
             verdict = self.policy.judge(user_id, state, candidate, match.at)
+            served = False
             if verdict.outcome != "suppressed" and taken is not None:
+                served = taken.offer_id == rule.offer_id
                 verdict = Verdict(
                     "suppressed",
                     "lower_priority",
-                    f"rule {taken.id} (priority {taken.priority}) was chosen at this moment",
+                    f"rule {taken.id} (priority {taken.priority}) was chosen at this moment"
+                    + (", with the same offer" if served else ""),
                 )
             if verdict.outcome != "suppressed":
                 taken = rule
             if (match.deferred is not None or rule.defer_up_to) and self._waits(
-                user_id, state, match, verdict, candidate, step
+                user_id, state, match, verdict, candidate, step, served
             ):
                 continue
             self._conclude(user_id, state, match, verdict, items, step)
@@ -95,12 +98,18 @@ class Decider:
         verdict: Verdict,
         candidate: Candidate,
         step: Step,
+        served: bool,
     ) -> bool:
         """Deferral (deferral.py): whether the match waits, or ended expired. A new match
         held back for a reason that ends by itself starts to wait; a waiting one held back
-        so again waits on, or expires at its ``until``. Else the verdict is concluded."""
+        so again waits on, or expires at its ``until``. Else the verdict is concluded. A
+        match that lost its moment to its own offer (``served``) has nothing to wait for."""
         waiting = match.deferred
         reason = verdict.reason or ""
+        if served:
+            if waiting is not None:
+                state.deferred.remove(waiting)
+            return False
         if waiting is None:
             if not deferral.defers(match.rule, verdict):
                 return False
