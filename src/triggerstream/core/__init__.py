@@ -14,8 +14,11 @@ Where each idea lives:
   and what fires; ``not_followed.py``: a ``first`` event starts a wait, a ``then`` ends it.
 - ``decide.py``: the matches of one moment in priority order, the policy's verdict, what
   it leaves behind (cooldown, caps, touch) and the trigger sent.
-- ``policy.py``: the suppression checks in order; ``caps.py``: every frequency cap,
-  enforced; ``channels.py``: a channel is chosen (``ChannelRouter.choose``).
+- ``policy.py``: the suppression checks in order, and when a block ends by itself
+  (``SuppressionPolicy.ends``); ``caps.py``: every frequency cap, enforced;
+  ``channels.py``: a channel is chosen (``ChannelRouter.choose``).
+- ``deferral.py``: a match held back by a block that ends by itself waits in the state,
+  is decided again at the user's later moments, and is released or expires.
 - ``attribution.py``: touches and last-touch credit for purchases.
 - ``recommend.py``: co-purchase counts and complements for cross-sell.
 - ``state.py``, ``windows.py``, ``conditions.py``, ``summaries.py``, ``ids.py``,

@@ -10,8 +10,8 @@ storage, and both call exactly this, so they decide alike. The order inside ``pr
 drop a duplicate (duplicates.py); update the user's facts (facts.py); credit a purchase
 to an earlier offer (attribution.py); match every rule that listens to the event
 (triggers.py; timers.py holds the delayed and sets deadlines; not_followed.py starts
-and ends waits); decide the matches of this moment in priority order (decide.py, with
-the policy in policy.py).
+and ends waits); decide the matches of this moment in priority order, with the deferred
+matches waiting then (decide.py, with the policy in policy.py and deferral.py).
 """
 
 from __future__ import annotations
