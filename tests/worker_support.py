@@ -296,6 +296,18 @@ def replayed(
     }
 
 
+def assert_the_policy_beyond_the_anchors_is_at_work(decided: list[dict[str, Any]]) -> None:
+    """What makes a parity run with examples/rules.yaml cover families, deferral and
+    ``not_followed`` (docs/contract.md sections 13 to 15): each happens in it."""
+    waited = {d["trigger_id"] for d in decided if d["outcome"] == "deferred"}
+    released = [d for d in decided if d["trigger_id"] in waited and d["outcome"] == "emitted"]
+    family = [d for d in decided if "family upgrade:" in (d["detail"] or "")]
+    carts = [d for d in decided if d["rule_id"] == "cart-abandoned" and d["outcome"] == "emitted"]
+    assert (bool(released), bool(family), bool(carts)) == (True, True, True), (
+        f"released {len(released)}, family caps {len(family)}, carts {len(carts)}"
+    )
+
+
 def traffic(path: Path, events: int, users: int) -> Path:
     """A month of realistic traffic that ended two weeks ago (every timer due by now)."""
     start = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(days=45)

@@ -24,6 +24,7 @@ from tests.scenarios import RULES, scenario_events
 from tests.worker_support import (
     WorkerProcess,
     assert_same_decisions,
+    assert_the_policy_beyond_the_anchors_is_at_work,
     create_topics,
     decision_keys,
     decisions,
@@ -94,7 +95,9 @@ def traffic_backlog(
     lines = traffic(tmp_path / "events.jsonl", events, users)
     create_topics(cli_env)
     produce(cli_env, lines)
-    return replayed(lines, tmp_path, cli_env)
+    expected = replayed(lines, tmp_path, cli_env)
+    assert_the_policy_beyond_the_anchors_is_at_work(expected["decisions"])
+    return expected
 
 
 def assert_same_outcome_as_replay(

@@ -21,6 +21,7 @@ from tests.reliability.streams import respectful_traffic
 from tests.scenarios import RULES
 from tests.worker_support import (
     WorkerProcess,
+    assert_the_policy_beyond_the_anchors_is_at_work,
     create_topics,
     produce,
     replayed,
@@ -45,6 +46,7 @@ def test_a_worker_killed_at_random_points_decides_what_replay_decides(
     produce(cli_env, events)
     expected = replayed(events, tmp_path, cli_env)
     assert len(expected["triggers"]) > 150
+    assert_the_policy_beyond_the_anchors_is_at_work(expected["decisions"])
 
     worker = WorkerProcess(cli_env, RULES, tmp_path).start()
     workers.append(worker)
