@@ -31,6 +31,8 @@ from typing import Any
 from tests.conftest import TRIGGERSTREAM, run_cli
 
 SERVER = Path(__file__).with_name("forked_cli_server.py")
+# The server needs fork, memfd_create and pidfd_open (Linux); elsewhere: run_cli.
+FORKS = sys.platform == "linux" and hasattr(os, "memfd_create") and hasattr(os, "pidfd_open")
 
 
 def _read_before_main(env: dict[str, str]) -> dict[str, str]:
@@ -95,6 +97,8 @@ def forked_cli(
     in a child of the server (see the module's docstring). Without ``stdin`` the
     command's stdin is empty."""
     global _server
+    if not FORKS:
+        return run_cli(*args, env=env, timeout=timeout, stdin=stdin)
     if _server is None or not _server.alive():
         _server = _Server()
     if _read_before_main(env) != _read_before_main(_server.env):
