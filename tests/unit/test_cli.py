@@ -61,7 +61,7 @@ def test_a_missing_file_is_a_usage_error() -> None:
 
 
 def test_the_broker_help_says_it_keeps_data_in_memory_only() -> None:
-    result = run_cli("broker", "--help", env=offline_env())
+    result = forked_cli("broker", "--help", env=offline_env())
     assert result.returncode == 0
     assert "IN MEMORY ONLY" in result.stdout
 
