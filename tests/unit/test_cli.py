@@ -10,6 +10,7 @@ from pathlib import Path
 import orjson
 
 from tests.conftest import free_port, run_cli
+from tests.forked_cli import forked_cli
 from tests.scenarios import RULES, scenario_events
 
 
@@ -60,7 +61,7 @@ def test_a_missing_file_is_a_usage_error() -> None:
 
 
 def test_the_broker_help_says_it_keeps_data_in_memory_only() -> None:
-    result = run_cli("broker", "--help", env=offline_env())
+    result = forked_cli("broker", "--help", env=offline_env())
     assert result.returncode == 0
     assert "IN MEMORY ONLY" in result.stdout
 
@@ -100,7 +101,7 @@ def test_python_m_triggerstream_cli_has_every_command_the_triggerstream_command_
             check=False,
         )
         assert result.returncode == 0, result.stderr
-        shown = run_cli(*command, "--help", env=offline_env()).stdout
+        shown = forked_cli(*command, "--help", env=offline_env()).stdout  # the same as run_cli
         assert result.stdout == shown.replace(
             "Usage: triggerstream", "Usage: python -m triggerstream.cli"
         )

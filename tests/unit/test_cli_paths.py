@@ -10,7 +10,8 @@ from pathlib import Path
 
 import orjson
 
-from tests.conftest import ROOT, free_port, run_cli
+from tests.conftest import ROOT, free_port
+from tests.forked_cli import forked_cli
 from tests.scenarios import RULES, scenario_events
 
 EVENTS = ROOT / "topics" / "examples" / "usage-events.jsonl"
@@ -41,7 +42,7 @@ def test_a_rules_file_that_is_not_utf8_is_a_problem_for_rules_check_and_one_line
     rules = tmp_path / "latin1.yaml"
     rules.write_bytes(LATIN1_RULES)
 
-    checked = run_cli("rules", "check", str(rules), env=offline_env())
+    checked = forked_cli("rules", "check", str(rules), env=offline_env())
     assert checked.returncode == 1  # like every other problem of a rules file
     assert "Traceback" not in checked.stdout + checked.stderr
     assert checked.stdout.strip() == (
@@ -49,14 +50,14 @@ def test_a_rules_file_that_is_not_utf8_is_a_problem_for_rules_check_and_one_line
     )
     assert f"1 problem(s) in {rules}" in checked.stderr
 
-    replayed = run_cli("replay", "--rules", str(rules), str(EVENTS), env=offline_env())
+    replayed = forked_cli("replay", "--rules", str(rules), str(EVENTS), env=offline_env())
     assert replayed.returncode == 2
     line = one_line(replayed.stderr)
     assert f"{rules}:2:56: not UTF-8 text" in line
     assert "triggerstream rules check" in line
     assert replayed.stdout == ""
 
-    worker = run_cli("worker", "--rules", str(rules), env=offline_env())
+    worker = forked_cli("worker", "--rules", str(rules), env=offline_env())
     assert worker.returncode == 2
     assert "not UTF-8 text" in one_line(worker.stderr)
 
@@ -68,7 +69,7 @@ def test_replay_refused_for_its_rules_leaves_the_output_files_as_they_were(
     rules.write_bytes(LATIN1_RULES)
     decisions = tmp_path / "decisions.jsonl"
     decisions.write_text("yesterday's decisions\n")
-    result = run_cli(
+    result = forked_cli(
         "replay", "--rules", str(rules), str(EVENTS), "--decisions", str(decisions),
         "--dlq", str(tmp_path / "dlq.jsonl"), env=offline_env(),
     )  # fmt: skip
@@ -109,7 +110,7 @@ def test_every_kind_of_bad_path_is_one_line_and_exit_2(tmp_path: Path) -> None:
     (tmp_path / "a-file.txt").write_text("a file, not a folder\n")
     for args, says in bad_paths(tmp_path):
         began = time.monotonic()
-        result = run_cli(*args, env=offline_env())
+        result = forked_cli(*args, env=offline_env())
         assert result.returncode == 2, (args, result.stderr)
         line = one_line(result.stderr)
         assert says.lower() in line.lower(), (args, line)
@@ -122,7 +123,7 @@ def test_every_kind_of_bad_path_is_one_line_and_exit_2(tmp_path: Path) -> None:
 
 def test_the_demo_checks_where_its_screenshot_goes_before_it_starts(tmp_path: Path) -> None:
     began = time.monotonic()
-    result = run_cli(
+    result = forked_cli(
         "demo", "--duration", "5", "--web-port", str(free_port()),
         "--screenshot", str(tmp_path / "shots" / "demo.svg"), env=offline_env(),
     )  # fmt: skip
@@ -145,7 +146,7 @@ def test_tls_files_that_cannot_be_used_are_one_line_naming_the_setting(tmp_path:
         env = offline_env()
         env.update(TRIGGERSTREAM_SECURITY_PROTOCOL="SSL", TRIGGERSTREAM_SSL_CAFILE=value)
         for args in (["topics", "create"], ["worker", "--rules", str(RULES)]):
-            result = run_cli(*args, env=env)
+            result = forked_cli(*args, env=env)
             assert result.returncode == 2, (args, result.stderr)
             line = one_line(result.stderr)
             assert line.startswith(f"triggerstream: invalid settings: {says}"), line
@@ -158,6 +159,6 @@ def test_an_output_the_system_refuses_while_replay_runs_is_one_line_and_exit_1(
     events.write_bytes(b"".join(orjson.dumps(event) + b"\n" for event in scenario_events()))
     # /dev/full: every write fails with ENOSPC, as on a full disk.
     for args in (["--triggers", "/dev/full"], ["--decisions", "/dev/full"]):
-        result = run_cli("replay", "--rules", str(RULES), str(events), *args, env=offline_env())
+        result = forked_cli("replay", "--rules", str(RULES), str(events), *args, env=offline_env())
         assert result.returncode == 1, result.stderr
         assert one_line(result.stderr) == "triggerstream: /dev/full: No space left on device"

@@ -10,8 +10,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.conftest import run_cli
 from tests.engine_support import event, rule, rules_file
+from tests.forked_cli import forked_cli
 from triggerstream.events import InvalidEvent, decode_event, refuse_future
 
 NOW = dt.datetime(2026, 12, 1, 12, 0, tzinfo=dt.UTC)
@@ -53,7 +53,7 @@ def replay(tmp_path: Path, *flags: str, **env: str) -> tuple[str, list[dict[str,
     decisions = tmp_path / "decisions.jsonl"
     clean = {k: v for k, v in os.environ.items() if not k.startswith("TRIGGERSTREAM_")}
     clean.update({k: v for k, v in os.environ.items() if k == "TRIGGERSTREAM_PURE"})
-    result = run_cli(
+    result = forked_cli(
         "replay",
         "--rules",
         str(rules),

@@ -11,8 +11,9 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT
 from tests.engine_support import at
+from tests.forked_cli import forked_cli
 from tests.scenarios import RULES, scenario_events
 
 NEXT = ROOT / "examples" / "rules-next.yaml"
@@ -35,7 +36,7 @@ def events(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     if request.param == "scenarios":
         path.write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in scenario_events()))
     else:
-        made = run_cli(
+        made = forked_cli(
             "generate", "--users", "1500", "--days", "30", "--events", "30000", "--seed", "3",
             "--out", str(path), env=env(),
         )  # fmt: skip
@@ -48,7 +49,7 @@ def replayed(rules: Path, events: Path) -> dict[str, Any]:
     emitted, holdout, suppressions by reason and triggers by channel; and who got a
     trigger."""
     decisions = events.with_name(f"decisions-{rules.stem}.jsonl")
-    result = run_cli(
+    result = forked_cli(
         "replay", "--rules", str(rules), str(events), "--decisions", str(decisions),
         "--until", UNTIL, env=env(),
     )  # fmt: skip
@@ -70,7 +71,7 @@ def replayed(rules: Path, events: Path) -> dict[str, Any]:
 
 
 def compared(events: Path, *args: str) -> dict[str, Any]:
-    result = run_cli(
+    result = forked_cli(
         "compare", str(RULES), str(NEXT), str(events), "--until", UNTIL, "--format", "json",
         *args, env=env(),
     )  # fmt: skip
@@ -143,7 +144,7 @@ def test_a_month_shows_users_who_gain_a_trigger(events: Path, both: dict[str, An
 
 
 def test_the_text_shows_the_differences(events: Path) -> None:
-    result = run_cli("compare", str(RULES), str(NEXT), str(events), env=env())
+    result = forked_cli("compare", str(RULES), str(NEXT), str(events), env=env())
     assert result.returncode == 0, result.stderr
     assert "removed" in result.stdout
     assert "added" in result.stdout
@@ -157,7 +158,7 @@ def test_an_unusable_rules_file_names_its_side_and_exits_2(tmp_path: Path) -> No
     events = tmp_path / "events.jsonl"
     events.write_bytes(b"")
     for args, side in (([str(broken), str(NEXT)], "old"), ([str(RULES), str(broken)], "new")):
-        result = run_cli("compare", *args, str(events), env=env())
+        result = forked_cli("compare", *args, str(events), env=env())
         assert result.returncode == 2
         assert result.stderr.startswith(f"triggerstream: compare needs a valid {side} rules file")
         assert result.stderr.count("\n") == 1

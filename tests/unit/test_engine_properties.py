@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import ROOT
-from tests.engine_support import T0, replay
+from tests.engine_support import T0, parsed, replay
 from tests.strategies import PROPERTIES
 from triggerstream.core.state import UserState
 
@@ -169,9 +169,8 @@ def test_state_round_trips_through_bytes_and_stays_small(
 ) -> None:
     from triggerstream.core.engine import Engine
     from triggerstream.events import validate_event
-    from triggerstream.rules.load import parse_rules
 
-    engine = Engine(parse_rules(ALL_RULES))
+    engine = Engine(parsed(ALL_RULES))  # a new engine an example, the rules parsed once
     for user, events in lines.items():
         state: UserState | None = None
         for raw in events:

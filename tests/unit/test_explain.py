@@ -12,8 +12,8 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.conftest import run_cli
 from tests.engine_support import at, event
+from tests.forked_cli import forked_cli
 from tests.scenarios import EXPECTED, RULES, scenario_events
 from triggerstream import replay
 from triggerstream.core.engine import Engine
@@ -217,7 +217,7 @@ def test_a_pending_timer_shows_its_due_time(tmp_path: Path) -> None:
 
 
 def test_the_json_has_exactly_the_keys_of_section_16(scenarios: Path) -> None:
-    shown = run_cli(
+    shown = forked_cli(
         "explain", "maya", "--rules", str(RULES), str(scenarios), "--format", "json",
         env=dict(os.environ),
     )  # fmt: skip
@@ -232,7 +232,9 @@ def test_the_json_has_exactly_the_keys_of_section_16(scenarios: Path) -> None:
 
 
 def test_text_shows_the_rules_and_decisions_to_people(scenarios: Path) -> None:
-    shown = run_cli("explain", "maya", "--rules", str(RULES), str(scenarios), env=dict(os.environ))
+    shown = forked_cli(
+        "explain", "maya", "--rules", str(RULES), str(scenarios), env=dict(os.environ)
+    )
     assert shown.returncode == 0, shown.stderr
     assert "maya as of" in shown.stdout
     assert "free-skip-limit" in shown.stdout
@@ -248,7 +250,7 @@ def test_text_shows_the_rules_and_decisions_to_people(scenarios: Path) -> None:
     ],
 )
 def test_bad_input_is_one_line(scenarios: Path, args: list[str], said: str, status: int) -> None:
-    shown = run_cli(
+    shown = forked_cli(
         "explain", *args[:1], "--rules", str(RULES), str(scenarios), *args[1:],
         env=dict(os.environ),
     )  # fmt: skip

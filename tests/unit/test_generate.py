@@ -8,7 +8,7 @@ from pathlib import Path
 
 import orjson
 
-from tests.conftest import run_cli
+from tests.forked_cli import forked_cli
 from triggerstream.events import decode_line
 from triggerstream.traffic import history
 
@@ -18,7 +18,7 @@ def env() -> dict[str, str]:
 
 
 def test_it_writes_the_month_traffic_history_draws_for_the_same_arguments() -> None:
-    made = run_cli(
+    made = forked_cli(
         "generate", "--users", "200", "--days", "30", "--seed", "7", "--events", "3000", env=env()
     )
     assert made.returncode == 0, made.stderr
@@ -29,7 +29,7 @@ def test_it_writes_the_month_traffic_history_draws_for_the_same_arguments() -> N
 def test_users_and_days_make_two_events_a_user_and_day_every_one_valid(tmp_path: Path) -> None:
     out = tmp_path / "events.jsonl"
     args = ["generate", "--users", "50", "--days", "3", "--start", "2026-06-01T00:00:00Z"]
-    made = run_cli(*args, "--out", str(out), env=env())
+    made = forked_cli(*args, "--out", str(out), env=env())
     assert made.returncode == 0, made.stderr
     lines = out.read_bytes().splitlines()
     assert len(lines) == 300
@@ -39,7 +39,7 @@ def test_users_and_days_make_two_events_a_user_and_day_every_one_valid(tmp_path:
     assert start <= times[0]
     assert times[-1] <= start + 4 * 86400
     assert {orjson.loads(line)["topic"] for line in lines} >= {"usage-events", "profile-events"}
-    again = run_cli(*args, env=env())
+    again = forked_cli(*args, env=env())
     assert again.stdout.encode() == out.read_bytes()  # the same seed, the same lines
 
 
@@ -50,7 +50,7 @@ def test_a_bad_argument_is_one_line_and_exit_2() -> None:
         ["--events", "many"],
         ["--start", "yesterday"],
     ):
-        made = run_cli("generate", *args, env=env())
+        made = forked_cli("generate", *args, env=env())
         assert made.returncode == 2, args
         assert made.stdout == ""
         assert made.stderr.startswith(f"triggerstream: {args[0]} ")

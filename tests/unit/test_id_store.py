@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections import OrderedDict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -63,10 +64,23 @@ class _App:
         self.producer = _Producer(tables)
 
 
-def _store(folder: Path) -> StateStore:
-    """A store over real RocksDB databases (partition 0), its changelogs recorded."""
+TABLES = ("users", "copurchases", "dedupe")
+
+
+def _open(folder: Path) -> dict[tuple[str, int], rocksdict.Rdict]:
+    """Real RocksDB databases for the tables (partition 0), in ``folder``."""
+    options = rocksdict.Options(raw_mode=True)
+    options.create_if_missing(True)
+    return {(name, 0): rocksdict.Rdict(str(folder / name), options=options) for name in TABLES}
+
+
+def _store(
+    folder: Path, databases: dict[tuple[str, int], rocksdict.Rdict] | None = None
+) -> StateStore:
+    """A store over real RocksDB databases (partition 0), its changelogs recorded: new
+    ones in ``folder``, or ``databases`` emptied (opening three costs 0.03 s)."""
     store: Any = object.__new__(StateStore)  # its faust parts replaced by recorders
-    tables = {name: _Table(name) for name in ("users", "copurchases", "dedupe")}
+    tables = {name: _Table(name) for name in TABLES}
     for table in tables.values():
         table.changelog_topic = type(  # type: ignore[attr-defined]
             "Topic", (), {"get_topic_name": lambda self, name=table.name: name}
@@ -81,11 +95,14 @@ def _store(folder: Path) -> StateStore:
     store.erased, store.erased_ids = {}, {}
     store.recent = RecentStates()
     store.changelogs = ChangelogBatches()
-    options = rocksdict.Options(raw_mode=True)
-    options.create_if_missing(True)
-    store.databases = {
-        (name, 0): rocksdict.Rdict(str(folder / name), options=options) for name in tables
-    }
+    if databases is None:
+        databases = _open(folder)
+    else:
+        for database in databases.values():
+            for key in list(database.keys()):
+                del database[key]
+            assert list(database.keys()) == []
+    store.databases = dict(databases)
     built: StateStore = store
     return built
 
@@ -224,6 +241,17 @@ def test_a_user_id_that_begins_another_keeps_its_rows_apart(tmp_path: Path) -> N
     assert len(_rows(store)) == 1
 
 
+@pytest.fixture(scope="module")
+def id_databases(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[dict[tuple[str, int], rocksdict.Rdict]]:
+    """The databases the property's examples share, one after the other."""
+    databases = _open(tmp_path_factory.mktemp("store"))
+    yield databases
+    for database in databases.values():
+        database.close()
+
+
 BATCH = st.lists(
     st.tuples(
         st.sampled_from([f"e{n}" for n in range(12)]),  # ids used again: duplicates
@@ -241,14 +269,14 @@ BATCH = st.lists(
     cached=st.booleans(),
 )
 def test_the_ids_read_back_are_replays_and_give_its_answers(
-    tmp_path_factory: pytest.TempPathFactory, batches: list[Any], cached: bool
+    id_databases: dict[tuple[str, int], rocksdict.Rdict], batches: list[Any], cached: bool
 ) -> None:
     """Batches of events with ids used again, out of order over six days (so ids are
     forgotten, and an id comes back after more than a day) and erasures, some crashing
     once after their ids were written and before their state was: after every batch the
     store, read cold or kept decoded, holds exactly the ids replay's state holds, in its
     order, and every duplicate answer was replay's."""
-    store = _store(tmp_path_factory.mktemp("store"))
+    store = _store(Path("unused"), id_databases)  # each example starts with them empty
     replay_engine, worker_engine = Engine(RULES), Engine(RULES)
     replayed: UserState | None = None
     for batch, crashes in batches:

@@ -8,16 +8,28 @@ import os
 import re
 from functools import cache
 
-from tests.conftest import ROOT, run_cli
+from click.testing import CliRunner
+
+from tests.conftest import ROOT
+from triggerstream.cli import main
 
 README = (ROOT / "README.md").read_text()
 
 
 @cache
 def help_of(*command: str) -> str:
-    """`triggerstream ... --help` as a user sees it (each asked once: a run takes 0.5 s)."""
-    shown = run_cli(*command, "--help", env=dict(os.environ))
-    assert shown.returncode == 0, shown.stderr
+    """`triggerstream ... --help` as a user sees it, asked in this process (a
+    `triggerstream` process takes 0.5 s; tests/unit/test_cli.py compares the help of
+    real processes). Its width is the one click gives a process whose output is read
+    (not a terminal): $COLUMNS, else 80, at most 80, less 2 (CliRunner would force 80)."""
+    columns = int(os.environ.get("COLUMNS") or 80)
+    shown = CliRunner().invoke(
+        main,
+        [*command, "--help"],
+        prog_name="triggerstream",
+        terminal_width=max(min(columns, 80) - 2, 50),
+    )
+    assert shown.exit_code == 0, shown.output
     return shown.stdout
 
 

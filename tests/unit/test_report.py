@@ -10,8 +10,8 @@ import orjson
 import pytest
 import yaml
 
-from tests.conftest import run_cli
 from tests.engine_support import at, event
+from tests.forked_cli import forked_cli
 from triggerstream.core.engine import Engine
 from triggerstream.core.ids import bucket
 from triggerstream.report import difference_interval, wilson
@@ -100,7 +100,7 @@ def records(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "attributions": folder / "attributions.jsonl",
         "folder": folder,
     }
-    result = run_cli(
+    result = forked_cli(
         "replay",
         "--rules",
         str(rules),
@@ -119,7 +119,7 @@ def records(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def report(records: dict[str, Path], *args: str) -> Any:
-    result = run_cli(
+    result = forked_cli(
         "report",
         "--decisions",
         str(records["decisions"]),
@@ -212,7 +212,7 @@ def every_kind(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         b"".join(orjson.dumps(line) + b"\n" for line in planted_events(200))
         + b'{"topic": "usage-events", "not": "an event"}\n'
     )
-    result = run_cli(
+    result = forked_cli(
         "replay", "--rules", str(rules), str(files["events"]), *outputs, env=dict(os.environ)
     )
     assert result.returncode == 0, result.stderr
@@ -247,7 +247,7 @@ def test_report_on_the_wrong_kind_of_file_names_the_file_the_line_and_both_kinds
     every_kind: dict[str, Path], given: str, as_flag: str, looks_like: str
 ) -> None:
     decisions = [] if as_flag == "--decisions" else ["--decisions", str(every_kind["decisions"])]
-    result = run_cli("report", *decisions, as_flag, str(every_kind[given]), env=dict(os.environ))
+    result = forked_cli("report", *decisions, as_flag, str(every_kind[given]), env=dict(os.environ))
     line = refused(result)
     expected = "a decision record" if as_flag == "--decisions" else "an attribution record"
     assert line.startswith(f"triggerstream: {every_kind[given]}:1: expected {expected} ("), line
@@ -262,6 +262,6 @@ def test_report_names_the_bad_field_of_a_record_of_the_right_kind(
     broken["outcome"] = "maybe"
     decisions = tmp_path / "decisions.jsonl"
     decisions.write_bytes(b"\n".join([lines[0], orjson.dumps(broken), *lines[2:]]) + b"\n")
-    line = refused(run_cli("report", "--decisions", str(decisions), env=dict(os.environ)))
+    line = refused(forked_cli("report", "--decisions", str(decisions), env=dict(os.environ)))
     assert f"{decisions}:2: expected a decision record" in line
     assert "but outcome: input should be 'emitted', " in line

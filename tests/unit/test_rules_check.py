@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT
+from tests.forked_cli import forked_cli
 from triggerstream.rules.load import RulesError, load_rules, parse_rules
 
 CONTRACT_EXAMPLE = """\
@@ -135,13 +136,13 @@ def test_every_problem_is_named_with_its_line_and_value() -> None:
 def test_rules_check_command_prints_every_problem_and_exits_1(tmp_path: Path) -> None:
     path = tmp_path / "broken.yaml"
     path.write_text(BROKEN)
-    result = run_cli("rules", "check", str(path), env=dict(os.environ))
+    result = forked_cli("rules", "check", str(path), env=dict(os.environ))
     assert result.returncode == 1
     assert len(result.stdout.splitlines()) == len(EXPECTED)
     assert f"{len(EXPECTED)} problem(s)" in result.stderr
     good = tmp_path / "good.yaml"
     good.write_text(CONTRACT_EXAMPLE)
-    ok = run_cli("rules", "check", str(good), env=dict(os.environ))
+    ok = forked_cli("rules", "check", str(good), env=dict(os.environ))
     assert ok.returncode == 0
     assert "OK: 1 rule(s), 2 offer(s), 1 experiment(s)" in ok.stdout
 
@@ -201,11 +202,11 @@ def test_replay_refuses_an_unusable_rules_file_with_one_line_and_exit_2(tmp_path
     rules.write_text(BROKEN)
     events = tmp_path / "e.jsonl"
     events.write_text("")
-    result = run_cli("replay", "--rules", str(rules), str(events), env=dict(os.environ))
+    result = forked_cli("replay", "--rules", str(rules), str(events), env=dict(os.environ))
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1
     assert "triggerstream rules check" in result.stderr
-    missing = run_cli(
+    missing = forked_cli(
         "replay",
         str(events),
         env={k: v for k, v in os.environ.items() if k != "TRIGGERSTREAM_RULES"},

@@ -11,8 +11,8 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.conftest import run_cli
 from tests.engine_support import at
+from tests.forked_cli import forked_cli
 from tests.scenarios import BUYERS, EXPECTED, RULES, scenario_events
 
 
@@ -22,7 +22,7 @@ def replayed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     events = folder / "scenarios.jsonl"
     events.write_bytes(b"\n".join(orjson.dumps(line) for line in scenario_events()) + b"\n")
     decisions = folder / "decisions.jsonl"
-    result = run_cli(
+    result = forked_cli(
         "replay",
         "--rules",
         str(RULES),
@@ -89,7 +89,7 @@ def test_cross_sell_recommends_co_purchases_then_complements_never_owned_or_in_o
 
 def test_no_channel_detail_names_each_channel(replayed: dict[str, Any], tmp_path: Path) -> None:
     decisions = tmp_path / "d.jsonl"
-    run_cli(
+    forked_cli(
         "replay",
         "--rules",
         str(RULES),
