@@ -245,10 +245,12 @@ class Population:
         if used >= 0.85 and rng.random() < 0.8:
             # Uploads fail near the quota: a ticket first. The bigger plan waits for it
             # to be resolved (a deferred offer), rather than being sold into a complaint.
+            # (Never dated before the moment: the traffic comes out in time order.)
             ticket = {"ticket_id": f"T-{self.run}-{next(self.ids)}", "category": "storage-full"}
-            self._at(now - 1, number, "support-events", "ticket_opened", ticket)
+            self._at(now, number, "support-events", "ticket_opened", ticket)
             resolved = now + rng.uniform(3, 15)  # support lifts the upload limit
             self._at(resolved, number, "support-events", "ticket_resolved", ticket)
+            now += 1
         self._at(now, number, "usage-events", "quota_usage", usage)
 
     def _shopper(self, number: int, now: float) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 from pathlib import Path
 from typing import get_args
@@ -117,3 +118,15 @@ def test_the_view_shows_offer_titles_the_reasons_in_words_and_where_to_look() ->
     assert shown.index(REASON_WORDS["cooldown"]) < shown.index(REASON_WORDS["no_channel"])
     for line in ("rules: loaded at start", "inspector http://127.0.0.1:6066/", where["log"]):
         assert line in shown
+
+
+def test_the_demo_population_lives_in_time_order_with_storage_tickets_before_the_reading() -> None:
+    """The worker and replay agree only on traffic whose events come out in time order
+    (a ticket dated before events already sent would be read after them)."""
+    from triggerstream.simulation import Population
+
+    lines = Population(300, seed=11).history(6000, 1_000_000.0)
+    times = [dt.datetime.fromisoformat(e["occurred_at"]).timestamp() for _, e in lines]
+    assert times == sorted(times)
+    storage = [e for _, e in lines if e["properties"].get("category") == "storage-full"]
+    assert storage, "near the quota, some teams open a ticket about it"
