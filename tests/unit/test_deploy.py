@@ -64,8 +64,19 @@ from triggerstream.testing.apache_kafka import KAFKA_VERSION
 T = TypeVar("T")
 
 DEFAULT_WEB_PORT: int = Settings.model_fields["web_port"].default
-TRIGGERSTREAM_IMAGE_SERVICES = ("topics", "worker-1", "worker-2", "loadgen")
+TRIGGERSTREAM_IMAGE_SERVICES = (
+    "topics",
+    "worker-1",
+    "worker-2",
+    "loadgen",
+    "cluster-topics",
+    "cluster-worker-1",
+    "cluster-worker-2",
+)
 WORKERS = ("worker-1", "worker-2")
+CLUSTER_BROKERS = ("kafka-1", "kafka-2", "kafka-3")
+CLUSTER_WORKERS = ("cluster-worker-1", "cluster-worker-2")
+CLUSTER_SERVICES = (*CLUSTER_BROKERS, "cluster-topics", *CLUSTER_WORKERS)
 
 
 def need(tool: Callable[[], T]) -> T:
@@ -199,6 +210,15 @@ def test_the_scrape_targets_are_the_compose_workers_on_their_web_port(
     targets = {t for static in job["static_configs"] for t in static["targets"]}
     expected = {f"{name}:{web_port(compose['services'][name])}" for name in WORKERS}
     assert targets == expected
+    # The cluster profile's workers by DNS: no target (so no WorkerDown) while it is down.
+    found = {
+        f"{name}:{dns['port']}"
+        for dns in job.get("dns_sd_configs", [])
+        for name in dns["names"]
+        if dns.get("type", "SRV") == "A"
+    }
+    expected = {f"{name}:{web_port(compose['services'][name])}" for name in CLUSTER_WORKERS}
+    assert found == expected
     alert_jobs = {
         m.group(1) for q in alert_queries() for m in re.finditer(r'job="([^"]*)"', q.expr)
     }
@@ -586,8 +606,10 @@ def test_the_services_are_there(compose: dict[str, Any]) -> None:
     services = compose["services"]
     for name in ("kafka", "topics", *WORKERS, "prometheus", "grafana"):
         assert name in services, name
-        assert "load" not in services[name].get("profiles", []), name
+        assert not services[name].get("profiles"), f"{name} should start without a profile"
     assert services["loadgen"].get("profiles") == ["load"]
+    for name in CLUSTER_SERVICES:
+        assert services[name].get("profiles") == ["cluster"], name
 
 
 def subcommand(args: list[str]) -> tuple[click.Command, list[str], str]:
@@ -637,11 +659,22 @@ def test_triggerstream_services_set_only_settings(compose: dict[str, Any], name:
     Settings(**values)  # the values are valid settings
 
 
+def advertised_by(compose: dict[str, Any], broker: str) -> set[str]:
+    """The host:port addresses a Kafka service advertises."""
+    listeners = env_of(compose["services"][broker])["KAFKA_ADVERTISED_LISTENERS"]
+    return {listener.split("://", 1)[1] for listener in listeners.split(",")}
+
+
 def test_the_triggerstream_services_reach_the_compose_kafka(compose: dict[str, Any]) -> None:
-    advertised = env_of(compose["services"]["kafka"])["KAFKA_ADVERTISED_LISTENERS"]
     for name in TRIGGERSTREAM_IMAGE_SERVICES:
-        bootstrap = env_of(compose["services"][name])["TRIGGERSTREAM_KAFKA_BOOTSTRAP"]
-        assert f"//{bootstrap}" in advertised, f"{name}: {bootstrap} is not advertised"
+        service = compose["services"][name]
+        brokers = CLUSTER_BROKERS if "cluster" in service.get("profiles", []) else ("kafka",)
+        advertised = set().union(*(advertised_by(compose, broker) for broker in brokers))
+        bootstrap = env_of(service)["TRIGGERSTREAM_KAFKA_BOOTSTRAP"].split(",")
+        for address in bootstrap:
+            assert address in advertised, f"{name}: {address} is not advertised by {brokers}"
+        if len(brokers) > 1:
+            assert len(bootstrap) == len(brokers), f"{name}: bootstrap from every broker"
 
 
 def test_every_mounted_host_path_exists(compose: dict[str, Any]) -> None:
@@ -658,7 +691,7 @@ def test_every_mounted_host_path_exists(compose: dict[str, Any]) -> None:
 def test_the_workers_read_the_mounted_rules_file(compose: dict[str, Any]) -> None:
     from triggerstream.rules.load import load_rules
 
-    for name in WORKERS:
+    for name in (*WORKERS, *CLUSTER_WORKERS):
         service = compose["services"][name]
         args = service["command"]
         rules = args[args.index("--rules") + 1]
@@ -671,7 +704,7 @@ def test_the_workers_read_the_mounted_rules_file(compose: dict[str, Any]) -> Non
 def test_each_worker_keeps_its_state_in_its_own_volume(compose: dict[str, Any]) -> None:
     image_env = dockerfile_env()
     volumes = []
-    for name in WORKERS:
+    for name in (*WORKERS, *CLUSTER_WORKERS):
         service = compose["services"][name]
         data_dir = env_of(service).get("TRIGGERSTREAM_DATA_DIR") or image_env.get(
             "TRIGGERSTREAM_DATA_DIR"
@@ -682,7 +715,7 @@ def test_each_worker_keeps_its_state_in_its_own_volume(compose: dict[str, Any]) 
         ]
         assert len(mounted) == 1, f"{name}: {data_dir} is not a volume"
         volumes += mounted
-    assert len(set(volumes)) == len(WORKERS), "workers must not share a data volume"
+    assert len(set(volumes)) == len(volumes), "workers must not share a data volume"
 
 
 def web_port(service: dict[str, Any]) -> int:
@@ -740,6 +773,78 @@ def test_kafka_is_apache_kafka_in_kraft_mode(compose: dict[str, Any]) -> None:
     assert advertised["PLAINTEXT"] == "kafka:9092"
     assert kafka.get("hostname", "kafka") == "kafka"
     assert re.fullmatch(r"[A-Za-z0-9_-]{22}", environment["CLUSTER_ID"])
+
+
+def test_the_cluster_profile_is_three_kraft_brokers_that_are_also_the_quorum(
+    compose: dict[str, Any],
+) -> None:
+    services = compose["services"]
+    single = env_of(services["kafka"])
+    nodes = {name: env_of(services[name]) for name in CLUSTER_BROKERS}
+    assert {env["CLUSTER_ID"] for env in nodes.values()} != {single["CLUSTER_ID"]}
+    assert len({env["CLUSTER_ID"] for env in nodes.values()}) == 1, "one cluster id"
+    assert len({env["KAFKA_NODE_ID"] for env in nodes.values()}) == 3, "distinct node ids"
+    voters = {}
+    for name, environment in nodes.items():
+        assert services[name]["image"] == services["kafka"]["image"], name
+        assert services[name].get("hostname", name) == name
+        assert set(environment["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
+        assert not any("ZOOKEEPER" in variable for variable in environment)
+        listeners = dict(
+            listener.split("://", 1) for listener in environment["KAFKA_LISTENERS"].split(",")
+        )
+        controller = environment["KAFKA_CONTROLLER_LISTENER_NAMES"]
+        voters[environment["KAFKA_NODE_ID"]] = f"{name}:{listeners[controller].rsplit(':', 1)[1]}"
+        advertised = dict(
+            a.split("://", 1) for a in environment["KAFKA_ADVERTISED_LISTENERS"].split(",")
+        )
+        assert advertised["PLAINTEXT"] == f"{name}:9092"
+        assert set(advertised) <= set(listeners) - {controller}
+        assert environment["KAFKA_INTER_BROKER_LISTENER_NAME"] in advertised
+        assert name in str(services[name]["healthcheck"]["test"]), "checks itself"
+    expected_voters = ",".join(f"{node}@{address}" for node, address in sorted(voters.items()))
+    for name, environment in nodes.items():
+        assert environment["KAFKA_CONTROLLER_QUORUM_VOTERS"] == expected_voters, name
+    host_ports = [port for name in CLUSTER_BROKERS for port in services[name]["ports"]]
+    host_ports += services["kafka"]["ports"]
+    assert len(set(host_ports)) == len(host_ports), "each broker on its own host port"
+    assert all(port.startswith("127.0.0.1:") for port in host_ports)
+    data = [v.split(":")[0] for name in CLUSTER_BROKERS for v in services[name]["volumes"]]
+    assert len(set(data)) == 3, "each broker keeps its own log"
+
+
+def test_the_cluster_profile_replicates_every_topic_three_times_with_min_isr_two(
+    compose: dict[str, Any],
+) -> None:
+    services = compose["services"]
+    for name in CLUSTER_BROKERS:
+        environment = env_of(services[name])
+        for variable in (
+            "KAFKA_DEFAULT_REPLICATION_FACTOR",
+            "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR",
+            "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR",
+            "KAFKA_SHARE_COORDINATOR_STATE_TOPIC_REPLICATION_FACTOR",
+        ):
+            assert environment[variable] == "3", f"{name}: {variable}"
+        for variable in (
+            "KAFKA_MIN_INSYNC_REPLICAS",
+            "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR",
+            "KAFKA_SHARE_COORDINATOR_STATE_TOPIC_MIN_ISR",
+        ):
+            assert environment[variable] == "2", f"{name}: {variable}"
+    # topics create (and the workers' changelogs) ask for three replicas themselves.
+    for name in ("cluster-topics", *CLUSTER_WORKERS):
+        assert env_of(services[name])["TRIGGERSTREAM_REPLICATION_FACTOR"] == "3", name
+    topics = services["cluster-topics"]
+    assert topics["command"][:2] == ["topics", "create"]
+    for broker in CLUSTER_BROKERS:
+        assert topics["depends_on"][broker]["condition"] == "service_healthy"
+    for name in CLUSTER_WORKERS:
+        assert services[name]["command"][0] == "worker"
+        depends = services[name]["depends_on"]
+        assert depends["cluster-topics"]["condition"] == "service_completed_successfully"
+    ports = [port for service in services.values() for port in service.get("ports", [])]
+    assert len(set(ports)) == len(ports), "a host port published twice"
 
 
 # --- Dockerfile ----------------------------------------------------------------------
