@@ -2,7 +2,10 @@
 tools are, the PromQL the dashboard and the alert rules run, and the metrics it reads.
 
 The tools come from Debian's packages through ``scripts/fetch-prometheus``: promtool
-(``.cache/prometheus/bin``) and the Compose file JSON Schema (``.cache/compose-spec``).
+(``.cache/prometheus/bin``) and the Compose file JSON Schema (``.cache/compose-spec``);
+and from PyPI through ``scripts/fetch-kubernetes-validate``: kubernetes-validate, which
+checks the Kubernetes manifests against the schemas it carries
+(``.cache/kubernetes-validate``).
 """
 
 from __future__ import annotations
@@ -29,6 +32,10 @@ COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 COMPOSE_SCHEMA = ROOT / ".cache" / "compose-spec" / "compose_spec.json"
+KUBERNETES = DEPLOY / "kubernetes"
+KUSTOMIZATION = KUBERNETES / "kustomization.yaml"
+FETCH_KUBERNETES_VALIDATE = ROOT / "scripts" / "fetch-kubernetes-validate"
+KUBERNETES_VALIDATE = ROOT / ".cache" / "kubernetes-validate" / "bin" / "kubernetes-validate"
 
 FETCH_HINT = "run scripts/fetch-prometheus (it unpacks Debian's packages into .cache/)"
 
@@ -72,6 +79,47 @@ def compose_schema() -> dict[str, Any]:
         raise ToolMissing(f"no Compose file schema at {COMPOSE_SCHEMA}: {FETCH_HINT}")
     schema: dict[str, Any] = json.loads(COMPOSE_SCHEMA.read_text(encoding="utf-8"))
     return schema
+
+
+def kubernetes_validate() -> Path:
+    """kubernetes-validate: ``$KUBERNETES_VALIDATE``, else the one
+    ``scripts/fetch-kubernetes-validate`` installs under ``.cache/``."""
+    candidates = [os.environ.get("KUBERNETES_VALIDATE"), str(KUBERNETES_VALIDATE)]
+    for candidate in candidates:
+        if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
+            return Path(candidate)
+    raise ToolMissing(
+        f"kubernetes-validate not found ($KUBERNETES_VALIDATE, {KUBERNETES_VALIDATE}): run "
+        "scripts/fetch-kubernetes-validate (it installs the pinned version from PyPI)"
+    )
+
+
+def kubernetes_validate_pin() -> str:
+    """The kubernetes-validate version ``scripts/fetch-kubernetes-validate`` installs."""
+    text = FETCH_KUBERNETES_VALIDATE.read_text(encoding="utf-8")
+    match = re.search(r"^version=([\w.]+)$", text, re.MULTILINE)
+    assert match, f"no version= line in {FETCH_KUBERNETES_VALIDATE}"
+    return match.group(1)
+
+
+def kustomization() -> dict[str, Any]:
+    """deploy/kubernetes/kustomization.yaml."""
+    loaded: dict[str, Any] = load_yaml(KUSTOMIZATION)
+    return loaded
+
+
+def kubernetes_files() -> list[Path]:
+    """The manifests the kustomization ties together, in its order."""
+    return [KUBERNETES / name for name in kustomization()["resources"]]
+
+
+def kubernetes_resources() -> list[dict[str, Any]]:
+    """Every resource of every manifest the kustomization lists."""
+    resources: list[dict[str, Any]] = []
+    for path in kubernetes_files():
+        with path.open(encoding="utf-8") as file:
+            resources += [document for document in yaml.safe_load_all(file) if document]
+    return resources
 
 
 @dataclass(frozen=True)

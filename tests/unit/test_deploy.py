@@ -34,8 +34,11 @@ from tests.deploy_support import (
     ALERTS_TESTS,
     COMPOSE_FILE,
     DASHBOARD,
+    DEPLOY,
     DOCKERIGNORE,
     GRAFANA_PROVISIONING,
+    KUBERNETES,
+    KUSTOMIZATION,
     PROMETHEUS_BUILTINS,
     PROMETHEUS_CONFIG,
     ROOT,
@@ -49,6 +52,11 @@ from tests.deploy_support import (
     dashboard_panels,
     dashboard_queries,
     dockerfile_instructions,
+    kubernetes_files,
+    kubernetes_resources,
+    kubernetes_validate,
+    kubernetes_validate_pin,
+    kustomization,
     load_yaml,
     metric_family,
     metric_names,
@@ -64,8 +72,19 @@ from triggerstream.testing.apache_kafka import KAFKA_VERSION
 T = TypeVar("T")
 
 DEFAULT_WEB_PORT: int = Settings.model_fields["web_port"].default
-TRIGGERSTREAM_IMAGE_SERVICES = ("topics", "worker-1", "worker-2", "loadgen")
+TRIGGERSTREAM_IMAGE_SERVICES = (
+    "topics",
+    "worker-1",
+    "worker-2",
+    "loadgen",
+    "cluster-topics",
+    "cluster-worker-1",
+    "cluster-worker-2",
+)
 WORKERS = ("worker-1", "worker-2")
+CLUSTER_BROKERS = ("kafka-1", "kafka-2", "kafka-3")
+CLUSTER_WORKERS = ("cluster-worker-1", "cluster-worker-2")
+CLUSTER_SERVICES = (*CLUSTER_BROKERS, "cluster-topics", *CLUSTER_WORKERS)
 
 
 def need(tool: Callable[[], T]) -> T:
@@ -199,6 +218,15 @@ def test_the_scrape_targets_are_the_compose_workers_on_their_web_port(
     targets = {t for static in job["static_configs"] for t in static["targets"]}
     expected = {f"{name}:{web_port(compose['services'][name])}" for name in WORKERS}
     assert targets == expected
+    # The cluster profile's workers by DNS: no target (so no WorkerDown) while it is down.
+    found = {
+        f"{name}:{dns['port']}"
+        for dns in job.get("dns_sd_configs", [])
+        for name in dns["names"]
+        if dns.get("type", "SRV") == "A"
+    }
+    expected = {f"{name}:{web_port(compose['services'][name])}" for name in CLUSTER_WORKERS}
+    assert found == expected
     alert_jobs = {
         m.group(1) for q in alert_queries() for m in re.finditer(r'job="([^"]*)"', q.expr)
     }
@@ -586,8 +614,10 @@ def test_the_services_are_there(compose: dict[str, Any]) -> None:
     services = compose["services"]
     for name in ("kafka", "topics", *WORKERS, "prometheus", "grafana"):
         assert name in services, name
-        assert "load" not in services[name].get("profiles", []), name
+        assert not services[name].get("profiles"), f"{name} should start without a profile"
     assert services["loadgen"].get("profiles") == ["load"]
+    for name in CLUSTER_SERVICES:
+        assert services[name].get("profiles") == ["cluster"], name
 
 
 def subcommand(args: list[str]) -> tuple[click.Command, list[str], str]:
@@ -637,11 +667,22 @@ def test_triggerstream_services_set_only_settings(compose: dict[str, Any], name:
     Settings(**values)  # the values are valid settings
 
 
+def advertised_by(compose: dict[str, Any], broker: str) -> set[str]:
+    """The host:port addresses a Kafka service advertises."""
+    listeners = env_of(compose["services"][broker])["KAFKA_ADVERTISED_LISTENERS"]
+    return {listener.split("://", 1)[1] for listener in listeners.split(",")}
+
+
 def test_the_triggerstream_services_reach_the_compose_kafka(compose: dict[str, Any]) -> None:
-    advertised = env_of(compose["services"]["kafka"])["KAFKA_ADVERTISED_LISTENERS"]
     for name in TRIGGERSTREAM_IMAGE_SERVICES:
-        bootstrap = env_of(compose["services"][name])["TRIGGERSTREAM_KAFKA_BOOTSTRAP"]
-        assert f"//{bootstrap}" in advertised, f"{name}: {bootstrap} is not advertised"
+        service = compose["services"][name]
+        brokers = CLUSTER_BROKERS if "cluster" in service.get("profiles", []) else ("kafka",)
+        advertised = set().union(*(advertised_by(compose, broker) for broker in brokers))
+        bootstrap = env_of(service)["TRIGGERSTREAM_KAFKA_BOOTSTRAP"].split(",")
+        for address in bootstrap:
+            assert address in advertised, f"{name}: {address} is not advertised by {brokers}"
+        if len(brokers) > 1:
+            assert len(bootstrap) == len(brokers), f"{name}: bootstrap from every broker"
 
 
 def test_every_mounted_host_path_exists(compose: dict[str, Any]) -> None:
@@ -658,7 +699,7 @@ def test_every_mounted_host_path_exists(compose: dict[str, Any]) -> None:
 def test_the_workers_read_the_mounted_rules_file(compose: dict[str, Any]) -> None:
     from triggerstream.rules.load import load_rules
 
-    for name in WORKERS:
+    for name in (*WORKERS, *CLUSTER_WORKERS):
         service = compose["services"][name]
         args = service["command"]
         rules = args[args.index("--rules") + 1]
@@ -671,7 +712,7 @@ def test_the_workers_read_the_mounted_rules_file(compose: dict[str, Any]) -> Non
 def test_each_worker_keeps_its_state_in_its_own_volume(compose: dict[str, Any]) -> None:
     image_env = dockerfile_env()
     volumes = []
-    for name in WORKERS:
+    for name in (*WORKERS, *CLUSTER_WORKERS):
         service = compose["services"][name]
         data_dir = env_of(service).get("TRIGGERSTREAM_DATA_DIR") or image_env.get(
             "TRIGGERSTREAM_DATA_DIR"
@@ -682,7 +723,7 @@ def test_each_worker_keeps_its_state_in_its_own_volume(compose: dict[str, Any]) 
         ]
         assert len(mounted) == 1, f"{name}: {data_dir} is not a volume"
         volumes += mounted
-    assert len(set(volumes)) == len(WORKERS), "workers must not share a data volume"
+    assert len(set(volumes)) == len(volumes), "workers must not share a data volume"
 
 
 def web_port(service: dict[str, Any]) -> int:
@@ -740,6 +781,78 @@ def test_kafka_is_apache_kafka_in_kraft_mode(compose: dict[str, Any]) -> None:
     assert advertised["PLAINTEXT"] == "kafka:9092"
     assert kafka.get("hostname", "kafka") == "kafka"
     assert re.fullmatch(r"[A-Za-z0-9_-]{22}", environment["CLUSTER_ID"])
+
+
+def test_the_cluster_profile_is_three_kraft_brokers_that_are_also_the_quorum(
+    compose: dict[str, Any],
+) -> None:
+    services = compose["services"]
+    single = env_of(services["kafka"])
+    nodes = {name: env_of(services[name]) for name in CLUSTER_BROKERS}
+    assert {env["CLUSTER_ID"] for env in nodes.values()} != {single["CLUSTER_ID"]}
+    assert len({env["CLUSTER_ID"] for env in nodes.values()}) == 1, "one cluster id"
+    assert len({env["KAFKA_NODE_ID"] for env in nodes.values()}) == 3, "distinct node ids"
+    voters = {}
+    for name, environment in nodes.items():
+        assert services[name]["image"] == services["kafka"]["image"], name
+        assert services[name].get("hostname", name) == name
+        assert set(environment["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
+        assert not any("ZOOKEEPER" in variable for variable in environment)
+        listeners = dict(
+            listener.split("://", 1) for listener in environment["KAFKA_LISTENERS"].split(",")
+        )
+        controller = environment["KAFKA_CONTROLLER_LISTENER_NAMES"]
+        voters[environment["KAFKA_NODE_ID"]] = f"{name}:{listeners[controller].rsplit(':', 1)[1]}"
+        advertised = dict(
+            a.split("://", 1) for a in environment["KAFKA_ADVERTISED_LISTENERS"].split(",")
+        )
+        assert advertised["PLAINTEXT"] == f"{name}:9092"
+        assert set(advertised) <= set(listeners) - {controller}
+        assert environment["KAFKA_INTER_BROKER_LISTENER_NAME"] in advertised
+        assert name in str(services[name]["healthcheck"]["test"]), "checks itself"
+    expected_voters = ",".join(f"{node}@{address}" for node, address in sorted(voters.items()))
+    for name, environment in nodes.items():
+        assert environment["KAFKA_CONTROLLER_QUORUM_VOTERS"] == expected_voters, name
+    host_ports = [port for name in CLUSTER_BROKERS for port in services[name]["ports"]]
+    host_ports += services["kafka"]["ports"]
+    assert len(set(host_ports)) == len(host_ports), "each broker on its own host port"
+    assert all(port.startswith("127.0.0.1:") for port in host_ports)
+    data = [v.split(":")[0] for name in CLUSTER_BROKERS for v in services[name]["volumes"]]
+    assert len(set(data)) == 3, "each broker keeps its own log"
+
+
+def test_the_cluster_profile_replicates_every_topic_three_times_with_min_isr_two(
+    compose: dict[str, Any],
+) -> None:
+    services = compose["services"]
+    for name in CLUSTER_BROKERS:
+        environment = env_of(services[name])
+        for variable in (
+            "KAFKA_DEFAULT_REPLICATION_FACTOR",
+            "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR",
+            "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR",
+            "KAFKA_SHARE_COORDINATOR_STATE_TOPIC_REPLICATION_FACTOR",
+        ):
+            assert environment[variable] == "3", f"{name}: {variable}"
+        for variable in (
+            "KAFKA_MIN_INSYNC_REPLICAS",
+            "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR",
+            "KAFKA_SHARE_COORDINATOR_STATE_TOPIC_MIN_ISR",
+        ):
+            assert environment[variable] == "2", f"{name}: {variable}"
+    # topics create (and the workers' changelogs) ask for three replicas themselves.
+    for name in ("cluster-topics", *CLUSTER_WORKERS):
+        assert env_of(services[name])["TRIGGERSTREAM_REPLICATION_FACTOR"] == "3", name
+    topics = services["cluster-topics"]
+    assert topics["command"][:2] == ["topics", "create"]
+    for broker in CLUSTER_BROKERS:
+        assert topics["depends_on"][broker]["condition"] == "service_healthy"
+    for name in CLUSTER_WORKERS:
+        assert services[name]["command"][0] == "worker"
+        depends = services[name]["depends_on"]
+        assert depends["cluster-topics"]["condition"] == "service_completed_successfully"
+    ports = [port for service in services.values() for port in service.get("ports", [])]
+    assert len(set(ports)) == len(ports), "a host port published twice"
 
 
 # --- Dockerfile ----------------------------------------------------------------------
@@ -906,3 +1019,323 @@ def test_the_healthcheck_asks_healthz_on_the_web_port(health_server: int) -> Non
 
     assert run(health_server) == 0, "healthy worker reported unhealthy"
     assert run(free_port()) != 0, "nothing listening, yet reported healthy"
+
+
+# --- Kubernetes (deploy/kubernetes) --------------------------------------------------
+
+# The oldest Kubernetes the manifests are said to suit (deploy/README.md), and the newest
+# kubernetes-validate knows.
+KUBERNETES_VERSIONS = ("1.32.0", "1.37.0")
+
+# Settings and options of docs/contract.md section 17 (rules from a topic), which is being
+# built: the manifests use them already. Until the worker has them they must be named in
+# section 17; once it has them they are checked as every other setting and option.
+PLANNED_SETTINGS = {"rules_from_topic"}
+PLANNED_OPTIONS = {"--rules-from-topic"}
+
+
+def contract_section(number: int) -> str:
+    text = (ROOT / "docs" / "contract.md").read_text(encoding="utf-8")
+    match = re.search(rf"^## {number}\. .*?(?=^## |\Z)", text, re.MULTILINE | re.DOTALL)
+    assert match, f"docs/contract.md has no section {number}"
+    return match.group()
+
+
+def kubernetes_problems(paths: list[Path]) -> list[str]:
+    """What kubernetes-validate (strict: unknown fields are errors) finds in the files
+    against each of KUBERNETES_VERSIONS; a resource it could not check (no schema for its
+    kind and apiVersion, which it only warns about) is a problem too."""
+    tool = need(kubernetes_validate)
+    versions = [arg for version in KUBERNETES_VERSIONS for arg in ("-k", version)]
+    result = subprocess.run(
+        [str(tool), "--strict", *versions, *map(str, paths)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    lines = (result.stdout + result.stderr).splitlines()
+    problems = [line for line in lines if line.strip() and not line.startswith("INFO ")]
+    passed = set()
+    for line in lines:
+        match = re.fullmatch(r"INFO (\S+) passed for resource (\S+) against version ([\d.]+)", line)
+        if match:
+            passed.add(match.groups())
+    for path in paths:
+        with path.open(encoding="utf-8") as file:
+            for document in (d for d in yaml.safe_load_all(file) if d):
+                name = f"{document['kind'].lower()}/{document['metadata']['name']}"
+                for version in KUBERNETES_VERSIONS:
+                    minor = version.rsplit(".", 1)[0]
+                    if (str(path), name, minor) not in passed:
+                        problems.append(f"{path.name}: {name} not validated against {minor}")
+    if result.returncode != 0 and not problems:
+        problems.append(f"kubernetes-validate exited {result.returncode}")
+    return problems
+
+
+def test_the_kubernetes_manifests_pass_kubernetes_validate() -> None:
+    assert kubernetes_problems(kubernetes_files()) == []
+
+
+def test_the_kubernetes_schema_check_catches_mistakes(tmp_path: Path) -> None:
+    # The check above is only worth something if it rejects what the API server would.
+    def statefulset() -> dict[str, Any]:
+        [found] = [r for r in kubernetes_resources() if r["kind"] == "StatefulSet"]
+        return found
+
+    def pod(resource: dict[str, Any]) -> dict[str, Any]:
+        spec: dict[str, Any] = resource["spec"]["template"]["spec"]
+        return spec
+
+    def misspelt(resource: dict[str, Any]) -> None:
+        pod(resource)["terminationGracePeriodSecond"] = 30
+
+    def string_for_a_number(resource: dict[str, Any]) -> None:
+        pod(resource)["containers"][0]["livenessProbe"]["periodSeconds"] = "ten"
+
+    def no_image_name(resource: dict[str, Any]) -> None:
+        del pod(resource)["containers"][0]["name"]
+
+    def removed_api(resource: dict[str, Any]) -> None:
+        resource["apiVersion"] = "apps/v1beta2"  # gone since Kubernetes 1.16
+
+    for mistake in (misspelt, string_for_a_number, no_image_name, removed_api):
+        broken = statefulset()
+        mistake(broken)
+        path = tmp_path / f"{mistake.__name__}.yaml"
+        path.write_text(yaml.safe_dump(broken), encoding="utf-8")
+        assert kubernetes_problems([path]), f"kubernetes-validate let {mistake.__name__} through"
+
+
+def test_kubernetes_validate_is_the_pinned_version_and_installed_by_the_scripts() -> None:
+    tool = need(kubernetes_validate)
+    pin = kubernetes_validate_pin()
+    version = subprocess.run(
+        [str(tool), "--version"], capture_output=True, text=True, timeout=60, check=True
+    ).stdout.strip()
+    assert version == pin, f"{tool} is {version}; run scripts/fetch-kubernetes-validate"
+    readme = (DEPLOY / "README.md").read_text(encoding="utf-8")
+    assert f"kubernetes-validate {pin}" in readme, "deploy/README.md should name the version"
+    for script in (ROOT / "scripts" / "test", ROOT / ".ci" / "run"):
+        assert "scripts/fetch-kubernetes-validate" in script.read_text(encoding="utf-8"), script
+
+
+def test_the_kustomization_ties_every_manifest_together() -> None:
+    listed = kustomization()["resources"]
+    present = sorted(p.name for p in KUBERNETES.glob("*.yaml") if p != KUSTOMIZATION)
+    assert sorted(listed) == present
+    assert len(set(listed)) == len(listed)
+    [namespace] = [r for r in kubernetes_resources() if r["kind"] == "Namespace"]
+    assert kustomization()["namespace"] == namespace["metadata"]["name"]
+    images = {image["name"] for image in kustomization().get("images", [])}
+    for container in containers():
+        assert container["image"].split(":")[0] in images, container["name"]
+
+
+def kubernetes_resource(kind: str) -> dict[str, Any]:
+    [found] = [r for r in kubernetes_resources() if r["kind"] == kind]
+    return found
+
+
+def pod_spec(kind: str) -> dict[str, Any]:
+    spec: dict[str, Any] = kubernetes_resource(kind)["spec"]["template"]["spec"]
+    return spec
+
+
+def containers() -> list[dict[str, Any]]:
+    return [c for kind in ("StatefulSet", "Job") for c in pod_spec(kind)["containers"]]
+
+
+def worker_container() -> dict[str, Any]:
+    found: list[dict[str, Any]] = pod_spec("StatefulSet")["containers"]
+    assert len(found) == 1, "one container: the worker"
+    return found[0]
+
+
+def container_environment(container: dict[str, Any]) -> dict[str, str | None]:
+    """The container's environment: its ConfigMaps' entries, then its own ``env`` (which
+    wins); a value taken from elsewhere (``valueFrom``) is None."""
+    config_maps = {
+        r["metadata"]["name"]: r.get("data", {})
+        for r in kubernetes_resources()
+        if r["kind"] == "ConfigMap"
+    }
+    environment: dict[str, str | None] = {}
+    for source in container.get("envFrom", []):
+        name = source["configMapRef"]["name"]
+        assert name in config_maps, f"{container['name']}: no ConfigMap {name}"
+        environment.update({key: str(value) for key, value in config_maps[name].items()})
+    for variable in container.get("env", []):
+        environment[variable["name"]] = variable.get("value")
+    return environment
+
+
+def container_web_port(container: dict[str, Any]) -> int:
+    args = container.get("args", [])
+    if "--web-port" in args:
+        return int(args[args.index("--web-port") + 1])
+    value = container_environment(container).get("TRIGGERSTREAM_WEB_PORT")
+    return int(value) if value is not None else DEFAULT_WEB_PORT
+
+
+def named_port(container: dict[str, Any], port: int | str) -> int:
+    """A probe's or service's port: a number, or the name of a container port."""
+    if isinstance(port, int):
+        return port
+    found = [p["containerPort"] for p in container.get("ports", []) if p.get("name") == port]
+    assert found, f"{container['name']}: no container port named {port}"
+    return int(found[0])
+
+
+def test_the_probes_ask_health_and_readiness_on_the_web_port() -> None:
+    container = worker_container()
+    web = container_web_port(container)
+    assert [p["containerPort"] for p in container["ports"]] == [web]
+    paths = {"livenessProbe": "/healthz", "readinessProbe": "/readyz", "startupProbe": "/healthz"}
+    for probe, path in paths.items():
+        if probe == "startupProbe" and probe not in container:
+            continue
+        check = container[probe]["httpGet"]
+        assert check["path"] == path, probe
+        assert named_port(container, check["port"]) == web, probe
+
+
+def test_the_data_dir_is_the_volume_each_worker_claims() -> None:
+    statefulset = kubernetes_resource("StatefulSet")
+    container = worker_container()
+    data_dir = container_environment(container).get("TRIGGERSTREAM_DATA_DIR")
+    assert data_dir, "the worker should say where its state goes"
+    mounts = [m for m in container["volumeMounts"] if m["mountPath"] == data_dir]
+    assert len(mounts) == 1, f"{data_dir} is not a volume mount"
+    assert not mounts[0].get("readOnly")
+    claims = {t["metadata"]["name"]: t["spec"] for t in statefulset["spec"]["volumeClaimTemplates"]}
+    assert mounts[0]["name"] in claims, "the state must be on a claimed volume, one per worker"
+    claim = claims[mounts[0]["name"]]
+    assert claim["accessModes"] == ["ReadWriteOnce"]
+    assert claim["resources"]["requests"]["storage"]
+    pod_volumes = {v["name"] for v in pod_spec("StatefulSet").get("volumes", [])}
+    assert mounts[0]["name"] not in pod_volumes, "a pod volume would hide the claim"
+    # The image's data volume and user: the claimed volume is writable by that user.
+    assert data_dir == dockerfile_env()["TRIGGERSTREAM_DATA_DIR"]
+    [user] = instructions("USER")
+    uid, _, gid = user.arguments.partition(":")
+    security = pod_spec("StatefulSet")["securityContext"]
+    assert security["runAsNonRoot"] is True
+    assert str(security["runAsUser"]) == uid
+    assert str(security["fsGroup"]) == (gid or uid)
+
+
+def test_the_scrape_annotations_name_the_metrics_port_and_path() -> None:
+    annotations = kubernetes_resource("StatefulSet")["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/port"] == str(container_web_port(worker_container()))
+    assert annotations["prometheus.io/path"] == "/metrics"
+
+
+def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return bool(selector) and all(labels.get(key) == value for key, value in selector.items())
+
+
+def test_the_disruption_budget_and_the_service_select_the_workers_only() -> None:
+    statefulset = kubernetes_resource("StatefulSet")
+    worker_labels = statefulset["spec"]["template"]["metadata"]["labels"]
+    job_labels = kubernetes_resource("Job")["spec"]["template"]["metadata"]["labels"]
+    assert selects(statefulset["spec"]["selector"]["matchLabels"], worker_labels)
+
+    budget = kubernetes_resource("PodDisruptionBudget")
+    assert budget["apiVersion"] == "policy/v1"
+    assert budget["spec"]["maxUnavailable"] == 1
+    assert "minAvailable" not in budget["spec"]
+    assert selects(budget["spec"]["selector"]["matchLabels"], worker_labels)
+    assert not selects(budget["spec"]["selector"]["matchLabels"], job_labels)
+
+    service = kubernetes_resource("Service")
+    assert service["spec"]["clusterIP"] == "None", "a StatefulSet's governing service is headless"
+    assert statefulset["spec"]["serviceName"] == service["metadata"]["name"]
+    assert selects(service["spec"]["selector"], worker_labels)
+    assert not selects(service["spec"]["selector"], job_labels)
+    [port] = service["spec"]["ports"]
+    web = container_web_port(worker_container())
+    assert named_port(worker_container(), port["targetPort"]) == web
+
+
+def test_the_containers_set_only_settings() -> None:
+    section_17 = contract_section(17)
+    for container in containers():
+        values: dict[str, Any] = {}
+        for variable, value in container_environment(container).items():
+            assert variable.startswith("TRIGGERSTREAM_"), f"{variable} is not a setting"
+            field = variable.removeprefix("TRIGGERSTREAM_").lower()
+            if field not in Settings.model_fields:
+                assert field in PLANNED_SETTINGS, f"{variable} is not a setting (settings.py)"
+                assert field.upper() in section_17, f"{variable}: not in contract section 17"
+                continue
+            if value is not None:
+                values[field] = value
+        Settings(**values)  # the values are valid settings
+
+
+def test_the_containers_run_real_commands() -> None:
+    section_17 = contract_section(17)
+    for container in containers():
+        command, rest, path = subcommand(container["args"])
+        assert not isinstance(command, click.Group), f"`{path}` needs a subcommand"
+        accepted = {opt for param in command.params for opt in (*param.opts, *param.secondary_opts)}
+        real = [arg for arg in rest if arg.split("=", 1)[0] not in PLANNED_OPTIONS - accepted]
+        for arg in set(rest) - set(real):
+            assert arg in section_17, f"{container['name']}: {arg} is not in contract section 17"
+        try:
+            command.make_context(path, real)  # parses the options as the command would
+        except click.UsageError as error:
+            pytest.fail(f"{container['name']}: `{path} {' '.join(rest)}`: {error.format_message()}")
+        for arg in real:
+            if arg.startswith("--"):
+                assert arg.split("=", 1)[0] in accepted, f"`{path}` has no option {arg}"
+
+
+def test_the_workers_take_their_rules_from_the_topic() -> None:
+    container = worker_container()
+    assert container["args"][0] == "worker"
+    assert "--rules-from-topic" in container["args"]
+    assert "--rules" not in container["args"]
+    environment = container_environment(container)
+    assert environment.get("TRIGGERSTREAM_RULES_FROM_TOPIC") == "true"
+    assert "TRIGGERSTREAM_RULES" not in environment, "no rules file in a pod"
+
+
+def test_a_job_creates_the_topics_with_three_replicas() -> None:
+    job = kubernetes_resource("Job")
+    [container] = pod_spec("Job")["containers"]
+    assert container["args"][:2] == ["topics", "create"]
+    assert pod_spec("Job")["restartPolicy"] in {"OnFailure", "Never"}
+    assert container["image"] == worker_container()["image"]
+    assert job["spec"].get("completions", 1) == 1
+    for each in containers():
+        assert container_environment(each).get("TRIGGERSTREAM_REPLICATION_FACTOR") == "3"
+        assert container_environment(each).get("TRIGGERSTREAM_KAFKA_BOOTSTRAP")
+
+
+def mebibytes(quantity: str) -> float:
+    """A Kubernetes memory quantity (binary or decimal suffix) in MiB."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([KMGT]i?)?", quantity)
+    assert match, quantity
+    number, unit = float(match.group(1)), match.group(2) or ""
+    scale = {"": 1, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
+    binary = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+    return number * (binary.get(unit) or scale[unit]) / 2**20
+
+
+def test_the_worker_has_resources_and_room_above_rocksdb() -> None:
+    assert mebibytes("2Gi") == 2048
+    assert mebibytes("512M") == pytest.approx(488.28, abs=0.01)
+    container = worker_container()
+    requests = container["resources"]["requests"]
+    limits = container["resources"]["limits"]
+    assert requests["cpu"]
+    assert requests["memory"]
+    assert mebibytes(requests["memory"]) <= mebibytes(limits["memory"])
+    rocksdb = container_environment(container).get("TRIGGERSTREAM_ROCKSDB_MEMORY")
+    rocksdb_mib = int(rocksdb or Settings.model_fields["rocksdb_memory"].default)
+    assert mebibytes(limits["memory"]) >= rocksdb_mib + 512, "RocksDB plus the process"
+    assert mebibytes(requests["memory"]) >= rocksdb_mib, "the request should hold RocksDB"
