@@ -57,6 +57,7 @@ def report(
     """Matches, sends, suppressions, conversions, revenue and lift over the holdout,
     by rule, variant and channel."""
     from triggerstream import report as reporting
+    from triggerstream import report_plot
     from triggerstream.records import Attribution, Decision
 
     # Every destination is checked before the records are read: a chart that cannot be
@@ -65,7 +66,7 @@ def report(
     if plot is not None:
         writable(plot, "--plot")
         try:
-            reporting.plotting_available()
+            report_plot.plotting_available()
         except RuntimeError as error:
             fail(str(error))
     try:
@@ -83,7 +84,7 @@ def report(
         reporting.write(built, output_format, written)
     if plot is not None:
         try:
-            reporting.plot(built, plot)
+            report_plot.plot(built, plot)
         except (RuntimeError, OSError) as error:
             fail(f"--plot {plot}: {error}")
         click.echo(f"chart written to {plot}", err=True)
