@@ -34,14 +34,18 @@ READY = "ready:"
 class WorkerProcess:
     """One `triggerstream worker` subprocess with its own data directory and port."""
 
-    def __init__(self, env: dict[str, str], rules: Path, folder: Path, name: str = "w1") -> None:
+    def __init__(
+        self, env: dict[str, str], rules: Path | None, folder: Path, name: str = "w1"
+    ) -> None:
+        """``rules`` None: the rules come from the rules topic (``--rules-from-topic``)."""
         self.folder = folder / name
         self.folder.mkdir(parents=True, exist_ok=True)
         self.log_path = self.folder / "worker.log"
         self.web_port = free_port()
         self.env = {
             **env,
-            "TRIGGERSTREAM_RULES": str(rules),
+            **({"TRIGGERSTREAM_RULES": str(rules)} if rules else {}),
+            **({} if rules else {"TRIGGERSTREAM_RULES_FROM_TOPIC": "true"}),
             "TRIGGERSTREAM_DATA_DIR": str(self.folder / "data"),
             "TRIGGERSTREAM_WEB_PORT": str(self.web_port),
             "TRIGGERSTREAM_WEB_HOST": "127.0.0.1",
@@ -106,6 +110,17 @@ class WorkerProcess:
             for sample in family.samples
             if sample.name == name
         )
+
+    def rules_version(self) -> str | None:
+        """The rules version the worker's triggerstream_rules_version_info says it runs."""
+        running = [
+            sample.labels["version"]
+            for family in text_string_to_metric_families(self.metrics_text())
+            for sample in family.samples
+            if sample.name == "triggerstream_rules_version_info" and sample.value == 1
+        ]
+        assert len(running) <= 1, f"more than one version shown: {running}"
+        return running[0] if running else None
 
     def wait_processed(self, events: float = 1, timeout: float = 120) -> float:
         """Wait until the worker has processed at least ``events``; how many it has."""

@@ -23,6 +23,7 @@ from pydantic import BaseModel, TypeAdapter
 from triggerstream import __version__
 from triggerstream.events import EVENT_TYPES, EVENT_UNIONS, MAX_EVENT_BYTES
 from triggerstream.records import Attribution, DeadLetter, Decision, Trigger
+from triggerstream.rules_topic import PublishedRules
 from triggerstream.topics import load_topics, topics_dir
 
 _INPUT_RECORDS: dict[str, str] = {
@@ -37,6 +38,7 @@ _OUTPUT_RECORDS: dict[str, type[BaseModel]] = {
     "decision": Decision,
     "attribution": Attribution,
     "dead-letter": DeadLetter,
+    "published-rules": PublishedRules,
 }
 RECORD_NAMES: tuple[str, ...] = (*_INPUT_RECORDS, *_OUTPUT_RECORDS)
 """Every record type with a schema, by the name topics.yaml uses."""
@@ -109,7 +111,11 @@ def asyncapi_document() -> dict[str, Any]:
                 "kafka": {
                     "key": {
                         "type": "string",
-                        "description": KEY_OF_INPUT if record in _INPUT_RECORDS else "user_id",
+                        "description": KEY_OF_INPUT
+                        if record in _INPUT_RECORDS
+                        else "rules"
+                        if record == "published-rules"
+                        else "user_id",
                     },
                     "bindingVersion": "0.5.0",
                 }
@@ -134,12 +140,16 @@ def asyncapi_document() -> dict[str, Any]:
                 }
             },
         }
-        verb = "consume" if spec.direction == "in" else "produce"
-        operations[f"{verb}-{spec.name}"] = {
-            "action": "receive" if spec.direction == "in" else "send",
-            "channel": {"$ref": f"#/channels/{spec.name}"},
-            "messages": [{"$ref": f"#/channels/{spec.name}/messages/{r}"} for r in spec.records],
-        }
+        # The published rules are sent by `rules publish` and received by the workers.
+        verbs = {"in": ["consume"], "out": ["produce"], "control": ["produce", "consume"]}
+        for verb in verbs[spec.direction]:
+            operations[f"{verb}-{spec.name}"] = {
+                "action": "receive" if verb == "consume" else "send",
+                "channel": {"$ref": f"#/channels/{spec.name}"},
+                "messages": [
+                    {"$ref": f"#/channels/{spec.name}/messages/{r}"} for r in spec.records
+                ],
+            }
     return {
         "asyncapi": "3.0.0",
         "info": {

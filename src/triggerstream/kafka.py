@@ -186,7 +186,8 @@ class TopicOutcome:
 async def create_topics(settings: Settings, specs: Iterable[TopicSpec]) -> list[TopicOutcome]:
     """Create every missing topic; leave existing ones as they are (idempotent)."""
     wanted = [
-        (settings.topic(spec.name), settings.partitions or spec.partitions, spec) for spec in specs
+        (settings.topic(spec.name), spec.partitions_with(settings.partitions), spec)
+        for spec in specs
     ]
     async with Admin(settings) as admin:
         existing = await admin.topic_partitions()

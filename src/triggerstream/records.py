@@ -145,6 +145,11 @@ class Decision(Record):
     channel: Channel | None = None
     experiment: str | None = None
     variant: str | None = None
+    rules_version: str | None = Field(
+        None,
+        description="The version of the rules that decided: the first 12 hex digits of "
+        "the sha256 of the rules file's text (null in records written before it existed).",
+    )
     schema_version: Literal[1] = 1
 
 

@@ -27,6 +27,23 @@ class Settings(BaseSettings):
         "localhost:9092", description="Kafka bootstrap servers, comma separated host:port."
     )
     rules: Path | None = Field(None, description="The rules file (YAML).")
+    rules_from_topic: bool = Field(
+        False,
+        description="The worker takes its rules from the topic <prefix>rules (`rules "
+        "publish`) instead of a file: the latest version at start, then each new one.",
+    )
+    rules_wait: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="Seconds a worker with rules from the topic waits at start for a "
+        "published version before it gives up (exit 2).",
+    )
+    user: str | None = Field(
+        None,
+        min_length=1,
+        description="Who publishes rules, as `rules history` shows it (default: the OS user).",
+    )
     data_dir: Path = Field(
         Path("triggerstream-data"), description="Where the worker keeps RocksDB state."
     )

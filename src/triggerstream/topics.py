@@ -26,7 +26,9 @@ class TopicSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str
-    direction: Literal["in", "out", "internal"]
+    direction: Literal["in", "out", "internal", "control"]
+    """``control``: the operators' own (the published rules), read and written by
+    triggerstream's commands and workers; its partition count is never overridden."""
     key: str = "user_id"
     partitions: int = Field(ge=1)
     retention: Duration
@@ -40,6 +42,10 @@ class TopicSpec(BaseModel):
             "cleanup.policy": self.cleanup_policy,
             "retention.ms": str(int(self.retention.total_seconds() * 1000)),
         }
+
+    def partitions_with(self, override: int | None) -> int:
+        """The partition count to create it with, given TRIGGERSTREAM_PARTITIONS."""
+        return self.partitions if self.direction == "control" else override or self.partitions
 
 
 def topics_dir() -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiokafka.admin import AIOKafkaAdminClient
 
 from tests.conftest import run_cli
+from triggerstream.rules_topic import RULES_TOPIC
 from triggerstream.settings import Settings
 from triggerstream.topics import load_topics
 
@@ -39,12 +40,14 @@ async def test_topics_create_provisions_every_topic_and_a_second_run_changes_not
     assert await partitions_of(settings) == declared
 
 
-async def test_partitions_flag_sets_every_topic(
+async def test_partitions_flag_sets_every_topic_but_the_rules_topic(
     settings: Settings, cli_env: dict[str, str]
 ) -> None:
     result = run_cli("topics", "create", "--partitions", "3", env=cli_env)
     assert result.returncode == 0, result.stderr
-    assert set((await partitions_of(settings)).values()) == {3}
+    partitions = await partitions_of(settings)
+    assert partitions.pop(RULES_TOPIC) == 1  # one partition keeps the versions in order
+    assert set(partitions.values()) == {3}
 
 
 async def test_existing_topics_with_another_partition_count_are_reported_not_changed(
@@ -53,5 +56,7 @@ async def test_existing_topics_with_another_partition_count_are_reported_not_cha
     assert run_cli("topics", "create", "--partitions", "2", env=cli_env).returncode == 0
     again = run_cli("topics", "create", env=cli_env)
     assert again.returncode == 0, again.stderr
-    assert again.stdout.count("OTHER PARTITION COUNT") == len(load_topics())
-    assert set((await partitions_of(settings)).values()) == {2}
+    assert again.stdout.count("OTHER PARTITION COUNT") == len(load_topics()) - 1  # not rules
+    partitions = await partitions_of(settings)
+    assert partitions.pop(RULES_TOPIC) == 1
+    assert set(partitions.values()) == {2}

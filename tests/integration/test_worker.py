@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
+import hashlib
 import itertools
 import os
 import re
@@ -337,6 +338,8 @@ def test_a_changed_rules_file_applies_without_restart_and_a_broken_one_is_refuse
     worker = WorkerProcess(cli_env, rules, tmp_path).start()
     workers.append(worker)
     worker.wait_ready()
+    first = hashlib.sha256(rules.read_bytes()).hexdigest()[:12]
+    assert worker.rules_version() == first  # the same version as the file's decisions
 
     def use(user: str, feature: str, name: str) -> None:
         now = dt.datetime.now(dt.UTC)
@@ -357,6 +360,8 @@ def test_a_changed_rules_file_applies_without_restart_and_a_broken_one_is_refuse
 
     rules.write_text(rules_file([rule("on-share", shares, channels=["in_app"])]))
     wait_for_log(worker, "rules reloaded")
+    second = hashlib.sha256(rules.read_bytes()).hexdigest()[:12]
+    assert worker.rules_version() == second
     use("bob", "share", "3")
     use("bob", "export", "4")  # the old rule is gone
     wait_for_records(settings, DECISIONS_TOPIC, 2)
@@ -365,11 +370,12 @@ def test_a_changed_rules_file_applies_without_restart_and_a_broken_one_is_refuse
     wait_for_log(worker, "refused")
     use("cat", "share", "5")  # the running rules stay
     got = wait_for_records(settings, DECISIONS_TOPIC, 3)
-    assert sorted((d["user_id"], d["rule_id"]) for d in got) == [
-        ("ann", "on-export"),
-        ("bob", "on-share"),
-        ("cat", "on-share"),
+    assert sorted((d["user_id"], d["rule_id"], d["rules_version"]) for d in got) == [
+        ("ann", "on-export", first),
+        ("bob", "on-share", second),
+        ("cat", "on-share", second),
     ]
+    assert worker.rules_version() == second
     assert "rules[0].offer" in worker.log() or "nowhere" in worker.log()
     assert worker.stop(signal.SIGTERM) == 0
 

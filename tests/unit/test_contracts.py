@@ -21,6 +21,7 @@ from triggerstream.records import (
     DEAD_LETTER_TOPIC,
     DECISIONS_TOPIC,
 )
+from triggerstream.rules_topic import RULES_TOPIC
 from triggerstream.topics import REPARTITION_TOPIC, TIMER_TICKS_TOPIC, load_topics, topics_dir
 
 TOPICS = topics_dir()
@@ -48,16 +49,17 @@ def test_topics_yaml_declares_every_topic_of_the_design() -> None:
         DEAD_LETTER_TOPIC,
         TIMER_TICKS_TOPIC,
         REPARTITION_TOPIC,
+        RULES_TOPIC,
     ]
     assert sorted(names) == sorted(expected)
     inputs = [spec for spec in load_topics() if spec.direction == "in"]
     assert {spec.name for spec in inputs} == set(INPUT_TOPICS)
-    co_partitioned = [spec for spec in load_topics() if spec.direction != "out"]
+    co_partitioned = [spec for spec in load_topics() if spec.direction in ("in", "internal")]
     assert len({spec.partitions for spec in co_partitioned}) == 1, (
         "input topics, timer-ticks and repartition need equal partitions"
     )
     for spec in load_topics():
-        assert spec.key == "user_id"
+        assert spec.key == ("rules" if spec.name == RULES_TOPIC else "user_id")
         assert spec.retention.total_seconds() > 0
         for record in spec.records:
             assert record in RECORD_NAMES
@@ -142,7 +144,7 @@ def test_asyncapi_names_every_topic_with_its_schema_and_direction() -> None:
     document = yaml.safe_load((TOPICS / "asyncapi.yaml").read_text())
     assert document == asyncapi_document()
     assert document["asyncapi"].startswith("3.")
-    # The internal timer-ticks topic is no contract with anyone: it is left out.
+    # The internal topics are no contract with anyone: they are left out.
     specs = {spec.name: spec for spec in load_topics() if spec.direction != "internal"}
     assert set(document["channels"]) == set(specs)
     for name, channel in document["channels"].items():
@@ -153,10 +155,9 @@ def test_asyncapi_names_every_topic_with_its_schema_and_direction() -> None:
             message = document["components"]["messages"][ref["$ref"].rsplit("/", 1)[1]]
             payload = TOPICS / message["payload"]["$ref"]
             assert payload.exists(), payload
-    actions = {
-        op["channel"]["$ref"].rsplit("/", 1)[1]: op["action"]
-        for op in document["operations"].values()
-    }
-    assert actions == {
-        name: ("receive" if spec.direction == "in" else "send") for name, spec in specs.items()
-    }
+    actions: dict[str, set[str]] = {}
+    for op in document["operations"].values():
+        actions.setdefault(op["channel"]["$ref"].rsplit("/", 1)[1], set()).add(op["action"])
+    # The published rules: `rules publish` sends them, the workers receive them.
+    expected = {"in": {"receive"}, "out": {"send"}, "control": {"send", "receive"}}
+    assert actions == {name: expected[spec.direction] for name, spec in specs.items()}

@@ -26,7 +26,7 @@ from triggerstream.traffic import history
 KEYS = {"user_id", "state", "rules", "pending", "decisions"}
 DECISION_KEYS = {
     "decision_id", "user_id", "rule_id", "outcome", "reason", "detail", "trigger_id", "at",
-    "channel", "experiment", "variant", "schema_version",
+    "channel", "experiment", "variant", "rules_version", "schema_version",
 }  # fmt: skip
 
 

@@ -71,9 +71,12 @@ def test_the_state_keeps_the_emitted_decisions_as_replay_made_them(acme: Any) ->
     kept = kept_decisions("acme", acme.state)
     made = [d for d in acme.decisions if d["outcome"] in ("emitted", "holdout")]
     assert [d["rule_id"] for d in made] == ["storage-80", "storage-95"]
-    assert [{k: v for k, v in d.items() if k != "detail"} for d in made] == [
-        {k: v for k, v in d.items() if k not in ("detail", "offer_id")} for d in kept
+    unkept = ("detail", "rules_version")
+    assert [{k: v for k, v in d.items() if k not in unkept} for d in made] == [
+        {k: v for k, v in d.items() if k not in (*unkept, "offer_id")} for d in kept
     ]
+    assert made[0]["rules_version"] == load_rules(RULES).version
+    assert all(d["rules_version"] is None for d in kept)
     assert all(set(d) == DECISION_KEYS | {"offer_id"} for d in kept)
     assert kept[0]["detail"].startswith("offer ")
 

@@ -92,6 +92,7 @@ decisions = st.builds(
     channel=st.none() | channels,
     experiment=maybe_text,
     variant=maybe_text,
+    rules_version=maybe_text,
 )
 attributions = st.builds(
     records.Attribution,

@@ -44,6 +44,9 @@ class Commands(click.Group):
             if param is None or not isinstance(param.type, click.Path | click.File):
                 raise
             hint = param.get_error_hint(error.ctx or ctx).strip("'")
+            if isinstance(error, click.MissingParameter):  # its message is empty
+                command = (error.ctx or ctx).command_path
+                fail(f"missing the argument {hint}: `{command} {hint}` (see --help)")
             fail(f"{hint}: {error.message}")
         except OSError as error:
             if error.errno == errno.EPIPE:

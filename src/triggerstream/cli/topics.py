@@ -29,7 +29,8 @@ def topics() -> None:
     "--partitions",
     type=click.IntRange(1, 10_000),
     default=None,
-    help="Partitions of every topic [env TRIGGERSTREAM_PARTITIONS, default from topics.yaml].",
+    help="Partitions of every topic but the rules topic (always 1) [env "
+    "TRIGGERSTREAM_PARTITIONS, default from topics.yaml].",
 )
 def topics_create(**flags: Any) -> None:
     """Create every topic that does not exist yet (idempotent).

@@ -23,6 +23,14 @@ from triggerstream.cli.options import build_settings, kafka_flags, unusable_rule
     help="The rules file, reloaded when it changes [env TRIGGERSTREAM_RULES].",
 )
 @click.option(
+    "--rules-from-topic",
+    is_flag=True,
+    default=None,
+    help="Take the rules from the topic <prefix>rules instead of a file: the latest "
+    "version at start, then each one `rules publish` sends [env "
+    "TRIGGERSTREAM_RULES_FROM_TOPIC].",
+)
+@click.option(
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
@@ -47,17 +55,28 @@ def worker(**flags: Any) -> None:
     from triggerstream.rules.load import RulesError, load_rules
 
     settings = build_settings(**flags)
-    if settings.rules is None:
-        fail("no rules file: pass --rules FILE or set TRIGGERSTREAM_RULES")
+    if settings.rules_from_topic:
+        if settings.rules is not None:
+            fail(
+                f"rules from both a file ({settings.rules}) and the rules topic: drop "
+                "--rules (and TRIGGERSTREAM_RULES) or --rules-from-topic "
+                "(TRIGGERSTREAM_RULES_FROM_TOPIC)"
+            )
+    elif settings.rules is None:
+        fail(
+            "no rules file: pass --rules FILE or set TRIGGERSTREAM_RULES (or take them "
+            "from the rules topic with --rules-from-topic)"
+        )
         return
-    try:
-        load_rules(settings.rules)
-    except RulesError as error:
-        fail(f"the worker needs a valid rules file: {unusable_rules(settings.rules, error)}")
-        return
-    except OSError as error:
-        fail(f"cannot read the rules file {settings.rules}: {error.strerror}")
-        return
+    else:
+        try:
+            load_rules(settings.rules)
+        except RulesError as error:
+            fail(f"the worker needs a valid rules file: {unusable_rules(settings.rules, error)}")
+            return
+        except OSError as error:
+            fail(f"cannot read the rules file {settings.rules}: {error.strerror}")
+            return
     try:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -68,6 +87,6 @@ def worker(**flags: Any) -> None:
     shown = ", ".join(f"{k}={v}" for k, v in settings.describe().items() if v is not None)
     click.echo(f"triggerstream worker: {shown}, core: {compiled.BUILD}", err=True)
     try:
-        stream_worker.run(settings, settings.rules)
+        stream_worker.run(settings, None if settings.rules_from_topic else settings.rules)
     except (kafka.KafkaUnavailable, stream_worker.WorkerRefused) as error:
         fail(str(error))

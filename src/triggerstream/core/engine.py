@@ -50,6 +50,8 @@ class Engine:
 
     def __init__(self, rules: RulesFile, copurchases: CoPurchaseCounts | None = None) -> None:
         self.rules = rules
+        self.version = rules.version or None
+        """The rules' version (the hash of their text), on every decision made."""
         self.copurchases = copurchases if copurchases is not None else CoPurchaseCounts()
         self.policy = SuppressionPolicy(rules.policy, rules.families())
         self.decider = Decider(rules, self.policy, self.copurchases)
@@ -80,7 +82,7 @@ class Engine:
         that is already due. One step with everything, in that order."""
         at = event.at
         key = event_key(event.event_id)
-        step = Step(state)
+        step = Step(state, rules_version=self.version)
         if state is not None:
             if seen(state, key, at):
                 step.duplicate = True  # a duplicate moves no clock
@@ -97,7 +99,7 @@ class Engine:
         """Apply one input event of ``user_id`` and decide what it triggers."""
         at = event.at
         key = event_key(event.event_id)
-        step = Step(state)
+        step = Step(state, rules_version=self.version)
         if state is not None and seen(state, key, at):
             step.duplicate = True
             return step
@@ -107,7 +109,7 @@ class Engine:
     def fire_due(self, user_id: str, state: UserState, now: float) -> Step:
         """Fire every timer of the user due at or before ``now``, earliest first; timers
         due at one time are one moment, decided in priority order."""
-        step = Step(state)
+        step = Step(state, rules_version=self.version)
         self._fire_due(user_id, state, now, step)
         return step
 

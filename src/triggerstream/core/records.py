@@ -144,6 +144,8 @@ class Decision:
     channel: str | None = None
     experiment: str | None = None
     variant: str | None = None
+    rules_version: str | None = None
+    """The version of the rules that decided (stamped by :class:`Step`)."""
 
     def to_json(self) -> bytes:
         return orjson.dumps(
@@ -159,6 +161,7 @@ class Decision:
                 "channel": self.channel,
                 "experiment": self.experiment,
                 "variant": self.variant,
+                "rules_version": self.rules_version,
                 "schema_version": 1,
             },
             option=_JSON,

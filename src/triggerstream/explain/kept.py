@@ -6,8 +6,8 @@ the latest of them (its touches, ``MAX_TOUCHES`` at most): a purchase may be cre
 it. Those are
 rebuilt here as decision records of section 8, with the ids, rule, outcome, channel,
 experiment, variant and time the decision had. What the state does not keep is said
-rather than guessed: suppressed decisions, and each decision's detail (the state keeps
-its offer).
+rather than guessed: suppressed decisions, each decision's detail (the state keeps
+its offer), and the version of the rules that made it (``rules_version`` is null).
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,12 @@ def load_rules(path: Path) -> RulesFile:
     return parse_rules(text, str(path))
 
 
+def rules_version(text: str) -> str:
+    """A rules text's version: the first 12 hex digits of the sha256 of its UTF-8 bytes
+    (a file's bytes), the same in file mode, replay and on the rules topic."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+
+
 def _not_utf8(data: bytes, error: UnicodeDecodeError) -> Problem:
     """Where a file stops being UTF-8: a file saved as Latin-1 or UTF-16 by an editor."""
     before = data[: error.start]
@@ -131,7 +138,7 @@ def parse_rules(text: str, file: str = "<rules>") -> RulesFile:
     problems += [places.locate(path, message) for path, message in family_checks(document)]
     if problems:
         raise RulesError(file, _in_file_order(problems))
-    return RulesFile.model_validate(document)
+    return RulesFile.model_validate(document).with_version(rules_version(text))
 
 
 MAX_VALUES = 100_000

@@ -15,6 +15,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     StringConstraints,
     field_validator,
     model_validator,
@@ -375,6 +376,18 @@ class RulesFile(Strict):
     rules: list[Rule] = Field(min_length=1)
     policy: Policy = Policy()
     experiments: list[Experiment] = []
+    _version: str = PrivateAttr("")
+
+    @property
+    def version(self) -> str:
+        """The first 12 hex digits of the sha256 of the file's text (empty for rules not
+        read from a text): the same text gives the same version wherever it is loaded."""
+        return self._version
+
+    def with_version(self, version: str) -> RulesFile:
+        """These rules, known by ``version``."""
+        self._version = version
+        return self
 
     @model_validator(mode="before")
     @classmethod

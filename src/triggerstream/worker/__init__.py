@@ -9,8 +9,9 @@ from pathlib import Path
 import faust
 
 from triggerstream import collector
+from triggerstream.rules_topic import RulesFollower, latest
 from triggerstream.settings import Settings
-from triggerstream.worker import fence
+from triggerstream.worker import fence, metrics
 from triggerstream.worker.app import WorkerRefused
 from triggerstream.worker.preflight import check_topics
 from triggerstream.worker.stream import TriggerWorker
@@ -20,9 +21,10 @@ log = logging.getLogger("triggerstream.worker")
 __all__ = ["WorkerRefused", "run"]
 
 
-def run(settings: Settings, rules_path: Path) -> None:
+def run(settings: Settings, rules_path: Path | None) -> None:
     """Check the topics, then run a worker until SIGTERM or SIGINT (a clean stop: the
-    event in flight finishes, offsets are committed, the producer is flushed)."""
+    event in flight finishes, offsets are committed, the producer is flushed). Without
+    ``rules_path``, the rules come from the rules topic: the latest version at start."""
     try:
         fence.check()  # before anything: faust's and aiokafka's private names
     except fence.FrameworkMismatch as mismatch:
@@ -31,7 +33,8 @@ def run(settings: Settings, rules_path: Path) -> None:
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     layout = loop.run_until_complete(check_topics(settings))
-    worker = TriggerWorker(settings, rules_path, layout)
+    rules = rules_path or loop.run_until_complete(follow_rules(settings))
+    worker = TriggerWorker(settings, rules, layout)
     collector.for_many_objects()
     worker.app.embedded_broker = layout.embedded
     worker.waiting_notes = loop.create_task(worker.say_what_it_waits_for())
@@ -46,3 +49,27 @@ def run(settings: Settings, rules_path: Path) -> None:
         if worker.app.refusal is not None:
             raise WorkerRefused(worker.app.refusal) from None
         raise
+
+
+async def follow_rules(settings: Settings) -> RulesFollower:
+    """The rules topic followed from its latest valid version (waited for up to
+    TRIGGERSTREAM_RULES_WAIT); the invalid ones after it are refused and counted."""
+    follower = RulesFollower(settings)
+    await follower.start()
+    try:
+        published, rules, refused = await latest(follower, settings.rules_wait)
+    except BaseException:
+        await follower.stop()
+        raise
+    for error in refused:
+        metrics.RULES_RELOADS.labels("refused").inc()
+        log.error("rules published after the latest valid version refused:\n%s", error)
+    log.info(
+        "rules taken from %s: version %s, published by %s at %s: %d rule(s)",
+        follower.topic,
+        rules.version,
+        published.published_by,
+        published.published_at.isoformat(),
+        len(rules.rules),
+    )
+    return follower

@@ -1,6 +1,7 @@
 """The worker's life around its batches: joining the group (and saying what it waits
 for meanwhile), partitions assigned and revoked, the rebuild once a rebalance is
-complete, the rules file reloaded when it changes, and the stop."""
+complete, the rules reloaded when their file changes or a new version is published on
+the rules topic, and the stop."""
 
 from __future__ import annotations
 
@@ -9,7 +10,11 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from aiokafka.errors import KafkaError
+
 from triggerstream.rules.load import RulesError, load_rules
+from triggerstream.rules.model import RulesFile
+from triggerstream.rules_topic import parse_published
 from triggerstream.topics import partition_of
 from triggerstream.worker import metrics
 from triggerstream.worker.codec import decode
@@ -99,6 +104,8 @@ class Lifecycle:
         metrics.READY.set(0)
 
     async def before_shutdown(self, sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+        if self.worker.follower is not None:
+            await self.worker.follower.stop()
         store = self.worker.store
         await store.compact_erased()  # the input stopped: no batch is under way
         # No RocksDB handle of ours may outlive faust's closing of its stores (a handle
@@ -177,6 +184,7 @@ class Lifecycle:
     async def watch_rules(self) -> None:
         """Apply a changed rules file once it validates; keep the running rules if not."""
         worker = self.worker
+        assert worker.rules_path is not None  # a worker with rules from a file
         try:
             text = worker.rules_path.read_bytes()
         except OSError as error:
@@ -194,10 +202,44 @@ class Lifecycle:
         try:
             rules = load_rules(worker.rules_path)
         except RulesError as error:
-            metrics.RULES_RELOADS.labels("refused").inc()
-            log.error("rules file changed but refused; the running rules stay:\n%s", error)
+            self.refuse("rules file changed but refused", error)
             return
+        self.apply(rules, str(worker.rules_path))
+
+    async def follow_rules(self) -> None:
+        """Apply each version published on the rules topic since the last look (the same
+        path as a changed file: refused and counted if invalid, the running rules stay)."""
+        follower = self.worker.follower
+        assert follower is not None
+        try:
+            arrived = await follower.poll()
+        except KafkaError as error:  # the next look tries again; the running rules stay
+            log.warning("cannot read the rules topic %s for now: %s", follower.topic, error)
+            return
+        for offset, value in arrived:
+            where = follower.where(offset)
+            try:
+                published, rules = parse_published(value, where)
+            except RulesError as error:
+                self.refuse(f"rules published at {where} refused", error)
+                continue
+            self.apply(rules, f"{where}, published by {published.published_by}")
+
+    def refuse(self, what: str, error: RulesError) -> None:
+        metrics.RULES_RELOADS.labels("refused").inc()
+        log.error(
+            "%s; the running rules (version %s) stay:\n%s", what, self.worker.rules.version, error
+        )
+
+    def apply(self, rules: RulesFile, origin: str) -> None:
+        worker = self.worker
         worker.rules = rules
         worker.engines = {}  # rebuilt on demand, with the same co-purchase counts
         metrics.RULES_RELOADS.labels("applied").inc()
-        log.info("rules reloaded from %s: %d rule(s)", worker.rules_path, len(rules.rules))
+        metrics.running_rules(rules.version)
+        log.info(
+            "rules reloaded from %s (version %s): %d rule(s)",
+            origin,
+            rules.version,
+            len(rules.rules),
+        )

@@ -67,6 +67,12 @@ RULES_RELOADS = Counter(
 )
 for _result in ("applied", "refused"):  # exposed at 0 from the start, so rates and
     RULES_RELOADS.labels(_result)  # alerts see the series before the first change
+RULES_VERSION = Gauge(
+    "triggerstream_rules_version_info",
+    "The version of the rules this worker runs (sha256 of their text, 12 hex digits), "
+    "as an info metric: 1 on the running version's series.",
+    ["version"],
+)
 READY = Gauge(
     "triggerstream_ready",
     "1 once the worker's partitions are assigned and its tables recovered, else 0.",
@@ -94,3 +100,9 @@ class ConsumerLag(Collector):
 
 CONSUMER_LAG = ConsumerLag()
 REGISTRY.register(CONSUMER_LAG)
+
+
+def running_rules(version: str) -> None:
+    """Show ``version`` as the one running: the series of the one before goes."""
+    RULES_VERSION.clear()
+    RULES_VERSION.labels(version).set(1)

@@ -35,6 +35,7 @@ from triggerstream.core.engine import Engine
 from triggerstream.events import INPUT_TOPICS, InvalidEvent
 from triggerstream.rules.load import load_rules
 from triggerstream.rules.model import RulesFile
+from triggerstream.rules_topic import RulesFollower
 from triggerstream.settings import Settings
 from triggerstream.topics import REPARTITION_TOPIC, TIMER_TICKS_TOPIC, partition_of
 from triggerstream.worker import metrics
@@ -65,7 +66,8 @@ MAX_WAIT = 0.5
 """Seconds the consumer must have had nothing for the worker before read messages stop
 waiting for an input of their partition whose end is not known yet (event-time order)."""
 RULES_CHECK_INTERVAL = 2.0
-"""Seconds between two looks at the rules file for a change."""
+"""Seconds between two looks at the rules file for a change (or at the rules topic for
+a new version)."""
 
 
 class TriggerWorker:
@@ -74,11 +76,21 @@ class TriggerWorker:
     :class:`Forwarding`), keep time (:class:`Timers`) and follow the group
     (:class:`Lifecycle`)."""
 
-    def __init__(self, settings: Settings, rules_path: Path, layout: Layout) -> None:
+    def __init__(self, settings: Settings, rules: Path | RulesFollower, layout: Layout) -> None:
         self.settings = settings
-        self.rules_path = rules_path
-        self.rules_text: bytes | None = rules_path.read_bytes()
-        self.rules: RulesFile = load_rules(rules_path)
+        self.follower = rules if isinstance(rules, RulesFollower) else None
+        """Where new versions of the rules come from, with rules from the topic."""
+        self.rules_path = None if isinstance(rules, RulesFollower) else rules
+        """The rules file, with rules from a file."""
+        self.rules_text: bytes | None = None
+        if self.rules_path is not None:
+            self.rules_text = self.rules_path.read_bytes()
+            self.rules: RulesFile = load_rules(self.rules_path)
+        else:
+            assert self.follower is not None
+            assert self.follower.rules is not None  # taken at start
+            self.rules = self.follower.rules
+        metrics.running_rules(self.rules.version)
         self.app = app = build_app(settings, layout.partitions, layout.replicas)
         self.partition_count = layout.partitions
         """The input topics' partition count: a user's home partition is
@@ -114,7 +126,8 @@ class TriggerWorker:
         app.take_batch = self._take
         app.timer(WAKE_INTERVAL, name="triggerstream.wake_due_users")(self._wake_due_users)
         app.timer(MAX_WAIT / 4, name="triggerstream.release_waiting")(self._release_waiting)
-        app.timer(RULES_CHECK_INTERVAL, name="triggerstream.watch_rules")(lifecycle.watch_rules)
+        watch = lifecycle.watch_rules if self.follower is None else lifecycle.follow_rules
+        app.timer(RULES_CHECK_INTERVAL, name="triggerstream.watch_rules")(watch)
         app.timer(ERASURE_COMPACTION_INTERVAL, name="triggerstream.compact_erased")(
             store.compact_erased
         )
