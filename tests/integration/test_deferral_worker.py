@@ -52,6 +52,19 @@ def listener(user: str, when: dt.datetime) -> list[dict[str, Any]]:
     ]
 
 
+def started(
+    cli_env: dict[str, str], tmp_path: Path, workers: list[WorkerProcess], rules_text: str
+) -> tuple[Path, WorkerProcess]:
+    """Fresh topics and a worker ready with these rules."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(rules_text)
+    create_topics(cli_env)
+    worker = WorkerProcess(cli_env, rules, tmp_path).start()
+    workers.append(worker)
+    worker.wait_ready()
+    return rules, worker
+
+
 def outcomes(records: list[dict[str, Any]]) -> Counter[tuple[str, str]]:
     """(rule, outcome) of each distinct decision."""
     distinct = {d["decision_id"]: d for d in records}
@@ -68,12 +81,7 @@ def without_emitted_at(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def test_a_deferred_offer_goes_on_the_wall_clock_when_the_cap_frees_as_replay_says(
     settings: Settings, cli_env: dict[str, str], tmp_path: Path, workers: list[WorkerProcess]
 ) -> None:
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(capped("6s"))
-    create_topics(cli_env)
-    worker = WorkerProcess(cli_env, rules, tmp_path).start()
-    workers.append(worker)
-    worker.wait_ready()
+    rules, worker = started(cli_env, tmp_path, workers, capped("6s"))
     now = dt.datetime.now(dt.UTC)
     events = write_lines(tmp_path / "events.jsonl", listener("ava", now))
     produce(cli_env, events)
@@ -103,12 +111,7 @@ def test_a_deferred_offer_goes_on_the_wall_clock_when_the_cap_frees_as_replay_sa
 def test_a_deferred_offer_kept_through_a_restart_goes_once_when_the_worker_returns(
     settings: Settings, cli_env: dict[str, str], tmp_path: Path, workers: list[WorkerProcess]
 ) -> None:
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(capped("8s"))
-    create_topics(cli_env)
-    worker = WorkerProcess(cli_env, rules, tmp_path).start()
-    workers.append(worker)
-    worker.wait_ready()
+    _, worker = started(cli_env, tmp_path, workers, capped("8s"))
     now = dt.datetime.now(dt.UTC)
     events = write_lines(tmp_path / "events.jsonl", listener("ava", now))
     produce(cli_env, events)
@@ -138,12 +141,7 @@ USERS = 3000
 def test_a_worker_killed_in_the_middle_of_releases_releases_each_once_as_replay_does(
     settings: Settings, cli_env: dict[str, str], tmp_path: Path, workers: list[WorkerProcess]
 ) -> None:
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(capped("40s"))
-    create_topics(cli_env)
-    worker = WorkerProcess(cli_env, rules, tmp_path).start()
-    workers.append(worker)
-    worker.wait_ready()
+    rules, worker = started(cli_env, tmp_path, workers, capped("40s"))
     now = dt.datetime.now(dt.UTC)
     # The users come 5 ms apart, so their releases, 40 s later, take 15 s.
     lines = [

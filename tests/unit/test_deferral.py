@@ -100,17 +100,21 @@ def test_up_to_reached_exactly(up_to: str, outcome: str) -> None:
         assert result.decisions[1].at == at(hours=23)
 
 
-def test_in_app_only_waits_for_activity_a_cap_ending_does_not_bring() -> None:
-    caps = {"frequency_caps": [{"max": 1, "per": "1h"}]}
+def greeted_then_capped(channels: list[str]) -> Any:
+    """A session greeted in-app fills a cap of 1 an hour; a skip 10 minutes later waits."""
     rules = rules_file(
         [
             rule("first", {"event": {"type": "usage.session_started"}}, channels=["in_app"]),
-            deferring("2h", channels=["in_app"]),
+            deferring("2h", channels=channels),
         ],
-        policy=caps,
+        policy={"frequency_caps": [{"max": 1, "per": "1h"}]},
     )
     lines = [*in_session("maya", at()), skip("maya", at(minutes=10))]
-    result = replay(rules, lines, until=at(hours=5))
+    return replay(rules, lines, until=at(hours=5))
+
+
+def test_in_app_only_waits_for_activity_a_cap_ending_does_not_bring() -> None:
+    result = greeted_then_capped(["in_app"])
     assert result.outcomes() == [
         ("first", "emitted", None),
         ("r", "deferred", "frequency_cap"),
@@ -122,16 +126,7 @@ def test_in_app_only_waits_for_activity_a_cap_ending_does_not_bring() -> None:
 
 
 def test_a_cap_frees_and_push_goes_at_exactly_per() -> None:
-    caps = {"frequency_caps": [{"max": 1, "per": "1h"}]}
-    rules = rules_file(
-        [
-            rule("first", {"event": {"type": "usage.session_started"}}, channels=["in_app"]),
-            deferring("2h", channels=["in_app", "push"]),
-        ],
-        policy=caps,
-    )
-    lines = [*in_session("maya", at()), skip("maya", at(minutes=10))]
-    result = replay(rules, lines, until=at(hours=5))
+    result = greeted_then_capped(["in_app", "push"])
     assert result.outcomes() == [
         ("first", "emitted", None),
         ("r", "deferred", "frequency_cap"),
