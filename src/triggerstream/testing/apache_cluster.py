@@ -211,8 +211,12 @@ class ApacheKafkaCluster:
         return self
 
     def stop(self, keep_logs: bool = False) -> None:
-        """Stop every node (SIGTERM) and remove the work dirs unless ``keep_logs``."""
+        """Kill every node and remove the work dirs unless ``keep_logs``. A throwaway
+        cluster's data goes with it, and a controlled shutdown of the last nodes waits
+        for a quorum that is leaving too (20 s each)."""
         _LIVE_CLUSTERS.discard(self)
+        for node in self.nodes.values():
+            node.kill()
         for node in self.nodes.values():
             node.stop(keep_logs=keep_logs)
 
