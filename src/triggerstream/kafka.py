@@ -17,12 +17,13 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.conn import create_conn
 from aiokafka.errors import AuthenticationFailedError, KafkaError, SaslAuthenticationFailed
 
 from triggerstream.events import INPUT_TOPICS
 from triggerstream.settings import Settings
-from triggerstream.topics import REPARTITION_TOPIC, TIMER_TICKS_TOPIC, TopicSpec
+from triggerstream.topics import REPARTITION_TOPIC, TIMER_TICKS_TOPIC, TopicSpec, thin_replication
 
 _TOPIC_ALREADY_EXISTS = 36
 
@@ -89,6 +90,21 @@ class Admin:
         """How many brokers the cluster has, and its id."""
         cluster = await self._client.describe_cluster()
         return len(cluster["brokers"]), str(cluster["cluster_id"])
+
+    async def default_replication_factor(self) -> int:
+        """The ``default.replication.factor`` of one of the brokers (the one that
+        answers; a cluster's brokers share it when they are configured alike)."""
+        cluster = await self._client.describe_cluster()
+        broker = str(cluster["brokers"][0]["node_id"])
+        resource = ConfigResource(
+            ConfigResourceType.BROKER, broker, {"default.replication.factor": None}
+        )
+        (response,) = await self._client.describe_configs([resource])
+        for _type, _name, entries in _config_entries(response):
+            for name, value in entries:
+                if name == "default.replication.factor" and value is not None:
+                    return int(value)
+        return 1  # Kafka's own default
 
     async def create(self, topics: Iterable[NewTopic]) -> None:
         new = list(topics)
@@ -174,6 +190,26 @@ def _new_topic(name: str, partitions: int, replicas: int, configs: dict[str, str
     return NewTopic(name, partitions, replicas, assignments, configs)
 
 
+def _config_entries(response: Any) -> list[tuple[int, str, list[tuple[str, str | None]]]]:
+    """(resource type, name, [(config, value)]) of a DescribeConfigs response."""
+    return [
+        (resource[2], resource[3], [(entry[0], entry[1]) for entry in resource[4]])
+        for resource in response.resources
+    ]
+
+
+async def thin_replication_warning(settings: Settings) -> str | None:
+    """The warning of :func:`topics.thin_replication` for the topics `topics create`
+    makes with these settings on this cluster (the broker's default when
+    TRIGGERSTREAM_REPLICATION_FACTOR is -1), if there is one."""
+    async with Admin(settings) as admin:
+        brokers, _cluster_id = await admin.cluster()
+        replicas = settings.replication_factor
+        if replicas == -1 and brokers >= 3:
+            replicas = await admin.default_replication_factor()
+    return thin_replication(brokers, replicas)
+
+
 @dataclass(frozen=True)
 class TopicOutcome:
     """What `topics create` did with one topic."""
@@ -192,7 +228,12 @@ async def create_topics(settings: Settings, specs: Iterable[TopicSpec]) -> list[
     async with Admin(settings) as admin:
         existing = await admin.topic_partitions()
         await admin.create(
-            _new_topic(name, partitions, settings.replication_factor, spec.configs())
+            _new_topic(
+                name,
+                partitions,
+                settings.replication_factor,
+                spec.configs(settings.min_insync_replicas),
+            )
             for name, partitions, spec in wanted
             if name not in existing
         )

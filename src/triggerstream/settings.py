@@ -56,7 +56,15 @@ class Settings(BaseSettings):
     )
     replication_factor: int = Field(
         -1,
-        description="Replicas for `topics create`; -1: the broker's default.replication.factor.",
+        description="Replicas for `topics create` and the worker's changelogs; -1: the "
+        "broker's default.replication.factor (for changelogs: 3, or fewer brokers).",
+    )
+    min_insync_replicas: int | None = Field(
+        None,
+        ge=1,
+        description="min.insync.replicas of the topics `topics create` and the worker "
+        "create: how many replicas must have a write before it is acknowledged (the "
+        "producers use acks=all); unset: the broker's min.insync.replicas.",
     )
     web_port: int = Field(
         6066,
@@ -126,6 +134,22 @@ class Settings(BaseSettings):
     ssl_keyfile: Path | None = Field(None, description="Client private key (mutual TLS).")
     ssl_key_password: SecretStr | None = None
     ssl_check_hostname: bool = True
+
+    @model_validator(mode="after")
+    def _replication_is_possible(self) -> Settings:
+        replicas = self.replication_factor
+        if replicas == 0 or replicas < -1:
+            raise ValueError(
+                f"TRIGGERSTREAM_REPLICATION_FACTOR={replicas}: use 1 or more, or -1 for the "
+                "broker's default"
+            )
+        if self.min_insync_replicas is not None and self.min_insync_replicas > replicas > 0:
+            raise ValueError(
+                f"TRIGGERSTREAM_MIN_INSYNC_REPLICAS={self.min_insync_replicas} is more than "
+                f"TRIGGERSTREAM_REPLICATION_FACTOR={replicas}: no write could be acknowledged; "
+                "lower it (2 of 3 replicas is usual)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _security_is_complete(self) -> Settings:

@@ -36,16 +36,33 @@ class TopicSpec(BaseModel):
     records: list[str]
     description: str
 
-    def configs(self) -> dict[str, str]:
-        """Broker-side topic configs."""
-        return {
+    def configs(self, min_insync_replicas: int | None = None) -> dict[str, str]:
+        """Broker-side topic configs (``min.insync.replicas`` only when it is given:
+        else the broker's applies)."""
+        configs = {
             "cleanup.policy": self.cleanup_policy,
             "retention.ms": str(int(self.retention.total_seconds() * 1000)),
         }
+        if min_insync_replicas is not None:
+            configs["min.insync.replicas"] = str(min_insync_replicas)
+        return configs
 
     def partitions_with(self, override: int | None) -> int:
         """The partition count to create it with, given TRIGGERSTREAM_PARTITIONS."""
         return self.partitions if self.direction == "control" else override or self.partitions
+
+
+def thin_replication(brokers: int, replicas: int) -> str | None:
+    """The warning for topics given ``replicas`` replicas on a cluster of ``brokers``,
+    if they deserve one: a single copy on a cluster of three or more, where one broker
+    lost loses (or stops) the partitions it held though the cluster could have kept them."""
+    if brokers < 3 or replicas != 1:
+        return None
+    return (
+        f"warning: topics created with replication factor 1 on a cluster of {brokers} "
+        "brokers: a broker lost takes its partitions with it; set "
+        "TRIGGERSTREAM_REPLICATION_FACTOR=3 and TRIGGERSTREAM_MIN_INSYNC_REPLICAS=2"
+    )
 
 
 def topics_dir() -> Path:

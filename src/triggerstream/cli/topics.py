@@ -50,6 +50,10 @@ def topics_create(**flags: Any) -> None:
         f"{settings.kafka_bootstrap}",
         err=True,
     )
+    if created:
+        warning = run(kafka.thin_replication_warning(settings))
+        if warning:
+            click.echo(warning, err=True)
     unequal = kafka.unequal_co_partitioned(settings, outcomes)
     if unequal:
         fail(

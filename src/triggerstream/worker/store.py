@@ -112,6 +112,13 @@ class StateStore:
     def __init__(self, app: WorkerApp, settings: Settings, layout: Layout) -> None:
         self.app = app
         table_options = rocksdb_options(settings, layout.partitions)
+        # Changelogs are created by faust, with layout.replicas replicas; their min ISR
+        # is the topics' (the broker's if unset).
+        replication = (
+            {"min.insync.replicas": str(settings.min_insync_replicas)}
+            if settings.min_insync_replicas is not None
+            else {}
+        )
 
         def table(
             name: str, meaning: str, changelog: dict[str, str] | None = None
@@ -123,7 +130,7 @@ class StateStore:
                 partitions=layout.partitions,
                 options=dict(table_options),  # faust's store takes keys out of it
                 help=meaning,
-                extra_topic_configs=changelog,
+                extra_topic_configs=(changelog or {}) | replication,
             )
             # faust checks co-partitioning on a table's first write from each topic,
             # against the consumer's metadata, which can still show a changelog created
