@@ -21,8 +21,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import json
-import shlex
-import subprocess
 import tempfile
 import time
 from collections.abc import Sequence
@@ -31,11 +29,9 @@ from types import TracebackType
 from typing import Final, Self
 
 from triggerstream.testing.apache_kafka import (
-    _FORMAT_TIMEOUT_SECONDS,
     _LIVE_BROKERS,
     ApacheKafkaBroker,
-    BrokerStartError,
-    _log_tail,
+    _format_or_fail,
     _new_cluster_id,
     _properties_text,
     free_ports,
@@ -144,22 +140,7 @@ class ClusterNode(ApacheKafkaBroker):
             "--cluster-id",
             self._cluster_id,
         ]
-        with self.log_path.open("ab") as log:
-            log.write(f"--- triggerstream: {shlex.join(command)}\n".encode())
-            log.flush()
-            result = subprocess.run(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                timeout=_FORMAT_TIMEOUT_SECONDS,
-                check=False,
-            )
-        if result.returncode != 0:
-            raise BrokerStartError(
-                f"formatting Kafka storage of node {self.node_id} failed (exit code "
-                f"{result.returncode})\n{_log_tail(self.log_path)}"
-            )
+        _format_or_fail(command, command, self.log_path, f"Kafka storage of node {self.node_id}")
 
 
 class ApacheKafkaCluster:

@@ -228,6 +228,27 @@ def _log_tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+def _format_or_fail(command: list[str], shown: list[str], log_path: Path, what: str) -> None:
+    """Run kafka-storage's ``format`` (``command``, written to the log as ``shown``),
+    or :class:`BrokerStartError` with the log's end."""
+    with log_path.open("ab") as log:
+        log.write(f"--- triggerstream: {shlex.join(shown)}\n".encode())
+        log.flush()
+        result = subprocess.run(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            timeout=_FORMAT_TIMEOUT_SECONDS,
+            check=False,
+        )
+    if result.returncode != 0:
+        raise BrokerStartError(
+            f"formatting {what} failed (exit code {result.returncode})\n"
+            f"command: {shlex.join(shown)}\n{_log_tail(log_path)}"
+        )
+
+
 def _accepts_connections(port: int) -> bool:
     # A bare TCP connect first, so that aiokafka does not log a connection error for
     # every poll while the JVM is still booting.
@@ -459,23 +480,8 @@ class ApacheKafkaBroker:
         for name, password in self._scram_users.items():
             for mechanism in ("SCRAM-SHA-256", "SCRAM-SHA-512"):
                 command += ["--add-scram", f"{mechanism}=[name={name},password={password}]"]
-        with self.log_path.open("ab") as log:
-            shown = [re.sub(r"password=[^\]]*", "password=***", part) for part in command]
-            log.write(f"--- triggerstream: {shlex.join(shown)}\n".encode())
-            log.flush()
-            result = subprocess.run(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                timeout=_FORMAT_TIMEOUT_SECONDS,
-                check=False,
-            )
-        if result.returncode != 0:
-            raise BrokerStartError(
-                f"formatting Kafka storage failed (exit code {result.returncode})\n"
-                f"command: {shlex.join(command)}\n{_log_tail(self.log_path)}"
-            )
+        shown = [re.sub(r"password=[^\]]*", "password=***", part) for part in command]
+        _format_or_fail(command, shown, self.log_path, "Kafka storage")
 
     def _spawn(self, libs: Path, config: Path) -> None:
         command = [*self._java_command(libs, ["-Xms256m", "-Xmx512m"]), "kafka.Kafka", str(config)]
