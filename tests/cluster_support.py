@@ -9,6 +9,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
@@ -21,9 +22,18 @@ from triggerstream.testing.apache_cluster import ApacheKafkaCluster
 
 @pytest.fixture
 def kafka_cluster(request: pytest.FixtureRequest) -> Iterator[ApacheKafkaCluster]:
-    """Three KRaft nodes of this test's own (its faults must not reach other tests);
-    their logs go to .test-logs/ if the test failed."""
-    cluster = ApacheKafkaCluster().start(timeout=180)
+    """Three KRaft nodes of this test's own (its faults must not reach other tests)."""
+    with running_cluster(request, ApacheKafkaCluster()) as cluster:
+        yield cluster
+
+
+@contextmanager
+def running_cluster(
+    request: pytest.FixtureRequest, cluster: ApacheKafkaCluster
+) -> Iterator[ApacheKafkaCluster]:
+    """The cluster started, then stopped; its nodes' logs go to .test-logs/ if the
+    test failed."""
+    cluster.start(timeout=180)
     print(f"cluster {cluster.bootstrap} answered in {cluster.start_seconds:.1f}s")
     failed_before = request.session.testsfailed
     try:

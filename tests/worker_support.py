@@ -20,6 +20,7 @@ import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import TRIGGERSTREAM, free_port, run_cli
+from tests.hosts import Host
 from tests.scenarios import RULES
 from triggerstream import kafka
 from triggerstream.records import CHANNEL_TOPICS, DECISIONS_TOPIC
@@ -35,9 +36,18 @@ class WorkerProcess:
     """One `triggerstream worker` subprocess with its own data directory and port."""
 
     def __init__(
-        self, env: dict[str, str], rules: Path | None, folder: Path, name: str = "w1"
+        self,
+        env: dict[str, str],
+        rules: Path | None,
+        folder: Path,
+        name: str = "w1",
+        host: Host | None = None,
     ) -> None:
-        """``rules`` None: the rules come from the rules topic (``--rules-from-topic``)."""
+        """``rules`` None: the rules come from the rules topic (``--rules-from-topic``).
+        ``host``: run in that network namespace (tests/hosts.py), serving /metrics on
+        its address."""
+        self.host = host
+        self.web_host = host.address if host else "127.0.0.1"
         self.folder = folder / name
         self.folder.mkdir(parents=True, exist_ok=True)
         self.log_path = self.folder / "worker.log"
@@ -48,7 +58,7 @@ class WorkerProcess:
             **({} if rules else {"TRIGGERSTREAM_RULES_FROM_TOPIC": "true"}),
             "TRIGGERSTREAM_DATA_DIR": str(self.folder / "data"),
             "TRIGGERSTREAM_WEB_PORT": str(self.web_port),
-            "TRIGGERSTREAM_WEB_HOST": "127.0.0.1",
+            "TRIGGERSTREAM_WEB_HOST": self.web_host,
             "TRIGGERSTREAM_SESSION_TIMEOUT": "6",
             "TRIGGERSTREAM_LOG_LEVEL": "info",
         }
@@ -56,8 +66,9 @@ class WorkerProcess:
 
     def start(self) -> WorkerProcess:
         log = self.log_path.open("ab")
+        command = [TRIGGERSTREAM, "worker"]
         self.process = subprocess.Popen(
-            [TRIGGERSTREAM, "worker"],
+            self.host.command(command) if self.host else command,
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -97,7 +108,7 @@ class WorkerProcess:
 
     def metrics_text(self) -> str:
         """The worker's /metrics page."""
-        url = f"http://127.0.0.1:{self.web_port}/metrics"
+        url = f"http://{self.web_host}:{self.web_port}/metrics"
         with urllib.request.urlopen(url, timeout=10) as page:
             return str(page.read().decode())
 
@@ -159,7 +170,7 @@ class WorkerProcess:
 
         def answers() -> bool:
             with contextlib.suppress(OSError):
-                url = f"http://127.0.0.1:{self.web_port}/healthz"
+                url = f"http://{self.web_host}:{self.web_port}/healthz"
                 with urllib.request.urlopen(url, timeout=2):
                     return True
             return False

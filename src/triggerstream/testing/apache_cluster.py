@@ -47,9 +47,15 @@ class ClusterNode(ApacheKafkaBroker):
     """One node (broker and controller) of an :class:`ApacheKafkaCluster`."""
 
     def __init__(
-        self, node_id: int, voters: str, cluster_id: str, port: int, controller_port: int
+        self,
+        node_id: int,
+        voters: str,
+        cluster_id: str,
+        port: int,
+        controller_port: int,
+        host: str = "127.0.0.1",
     ) -> None:
-        super().__init__(port=port, controller_port=controller_port)
+        super().__init__(port=port, controller_port=controller_port, host=host)
         self.node_id = node_id
         self._voters = voters
         self._cluster_id = cluster_id
@@ -61,7 +67,7 @@ class ClusterNode(ApacheKafkaBroker):
     @property
     def properties(self) -> dict[str, str]:
         """The node's server.properties: a voter of the static three-node quorum."""
-        plaintext = f"PLAINTEXT://127.0.0.1:{self.port}"
+        plaintext = f"PLAINTEXT://{self.host}:{self.port}"
         controller = f"CONTROLLER://127.0.0.1:{self.controller_port}"
         return {
             "process.roles": "broker,controller",
@@ -144,19 +150,21 @@ class ClusterNode(ApacheKafkaBroker):
 
 
 class ApacheKafkaCluster:
-    """Three Apache Kafka KRaft nodes (combined broker and controller) on 127.0.0.1.
+    """Three Apache Kafka KRaft nodes (combined broker and controller) on this machine.
 
     Each node has its own work dir (config, data, log), listener port and controller
-    port. :meth:`kill` and :meth:`restart` act on one node by its id (1, 2, 3);
+    port. Clients reach the listeners on ``host``: 127.0.0.1 unless told, or an address
+    of this machine that other network namespaces reach (tests/hosts.py); the quorum
+    talks on 127.0.0.1. :meth:`kill` and :meth:`restart` act on one node by its id (1, 2, 3);
     :meth:`controller` says which node leads the controller quorum.
     """
 
-    def __init__(self, nodes: int = NODES) -> None:
+    def __init__(self, nodes: int = NODES, host: str = "127.0.0.1") -> None:
         ports = free_ports(2 * nodes)
         cluster_id = _new_cluster_id()
         voters = ",".join(f"{i + 1}@127.0.0.1:{ports[nodes + i]}" for i in range(nodes))
         self.nodes: dict[int, ClusterNode] = {
-            i + 1: ClusterNode(i + 1, voters, cluster_id, ports[i], ports[nodes + i])
+            i + 1: ClusterNode(i + 1, voters, cluster_id, ports[i], ports[nodes + i], host)
             for i in range(nodes)
         }
         self.cluster_id = cluster_id

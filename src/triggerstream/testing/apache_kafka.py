@@ -249,11 +249,11 @@ def _format_or_fail(command: list[str], shown: list[str], log_path: Path, what: 
         )
 
 
-def _accepts_connections(port: int) -> bool:
+def _accepts_connections(host: str, port: int) -> bool:
     # A bare TCP connect first, so that aiokafka does not log a connection error for
     # every poll while the JVM is still booting.
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
+        with socket.create_connection((host, port), timeout=1):
             return True
     except OSError:
         return False
@@ -284,7 +284,8 @@ def _run_in_private_loop(make: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
 
 
 class ApacheKafkaBroker:
-    """One Apache Kafka KRaft node (broker and controller) on 127.0.0.1, for tests.
+    """One Apache Kafka KRaft node (broker and controller) for tests: its PLAINTEXT listener
+    on ``host`` (127.0.0.1 unless told), its controller on 127.0.0.1.
 
     ``extra_properties`` are merged over the generated server.properties (for
     example to add SASL or TLS listeners; ``port``/``controller_port`` may be fixed
@@ -302,8 +303,11 @@ class ApacheKafkaBroker:
         controller_port: int | None = None,
         jvm_options: Sequence[str] = (),
         scram_users: Mapping[str, str] | None = None,
+        host: str = "127.0.0.1",
     ) -> None:
         picked = free_ports(2)
+        self.host = host
+        """The address clients reach the PLAINTEXT listener on (a local address)."""
         self.port = port if port is not None else picked[0]
         self.controller_port = controller_port if controller_port is not None else picked[1]
         self.keep_dir = keep_dir
@@ -326,7 +330,7 @@ class ApacheKafkaBroker:
     @property
     def bootstrap(self) -> str:
         """``host:port`` of the PLAINTEXT listener, for ``bootstrap_servers``."""
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     @property
     def work_dir(self) -> Path:
@@ -348,7 +352,7 @@ class ApacheKafkaBroker:
     @property
     def properties(self) -> dict[str, str]:
         """The server.properties the broker runs with (known once it was started)."""
-        plaintext = f"PLAINTEXT://127.0.0.1:{self.port}"
+        plaintext = f"PLAINTEXT://{self.host}:{self.port}"
         controller = f"CONTROLLER://127.0.0.1:{self.controller_port}"
         # One node as a KIP-853 dynamic quorum (the Kafka 4 default, formatted with
         # --standalone); replication factors of 1 because there is a single broker.
@@ -515,7 +519,7 @@ class ApacheKafkaBroker:
                     f"the Kafka broker did not answer a metadata request in time "
                     f"({last_error}); last lines of {self.log_path}:\n{_log_tail(self.log_path)}"
                 )
-            if _accepts_connections(self.port):
+            if _accepts_connections(self.host, self.port):
                 try:
                     _run_in_private_loop(
                         functools.partial(_describe_cluster, self.bootstrap, min(remaining, 10.0))
