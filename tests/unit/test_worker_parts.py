@@ -1,7 +1,11 @@
 """The worker's pure parts: event-time order across input topics, the timer schedule,
-and how settings become faust's configuration."""
+how settings become faust's configuration, and which changelog records a cut-off
+worker wrote late."""
 
 from __future__ import annotations
+
+import struct
+from types import SimpleNamespace
 
 import faust
 import pytest
@@ -9,6 +13,7 @@ from pydantic import SecretStr
 
 from triggerstream.settings import Settings
 from triggerstream.worker.app import build_app, credentials, rocksdb_options
+from triggerstream.worker.changelog import GENERATION, Generations
 from triggerstream.worker.merge import FIRST, EventTimeMerge
 from triggerstream.worker.schedule import RETRY_AFTER, TimerSchedule
 
@@ -201,3 +206,51 @@ def test_a_schedule_whose_due_times_keep_moving_stays_the_size_of_its_users() ->
     # Each user is due once, at the last time it was given (u{k}: 1e9 + 99,900 + k).
     assert schedule.pop_due(1e9 + 99_950) == [f"u{n}" for n in range(51)]
     assert sorted(schedule.pop_due(2e9)) == sorted(f"u{n}" for n in range(100))
+
+
+def changelog_record(offset: int, generation: int | None, written: float) -> SimpleNamespace:
+    headers = [] if generation is None else [(GENERATION, struct.pack(">i", generation))]
+    return SimpleNamespace(offset=offset, timestamp=written, headers=headers)
+
+
+def test_a_changelog_record_a_cut_off_worker_wrote_is_left_out_once_a_newer_owner_wrote(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    generations = Generations()
+    # w2 owned the partition in generation 7; cut off at 100, the group gave it to w1
+    # (generation 8, first write at 107); w2's records of 99-101 arrived at 131.
+    read = [
+        changelog_record(0, 7, 98.0),
+        changelog_record(1, 8, 107.0),
+        changelog_record(2, 8, 108.0),
+        changelog_record(3, 7, 99.5),
+        changelog_record(4, 7, 101.0),
+        changelog_record(5, 8, 132.0),
+    ]
+    kept = generations.current("triggerstream-users-changelog", 3, read)
+    assert [r.offset for r in kept] == [0, 1, 2, 5]
+    assert "left out 2 changelog record(s) of generation 7" in caplog.text
+    assert "triggerstream-users-changelog[3]" in caplog.text
+    # The next fetch of the partition remembers generation 8.
+    later = generations.current("triggerstream-users-changelog", 3, [changelog_record(6, 7, 101.5)])
+    assert later == []
+
+
+def test_a_group_that_began_again_at_a_lower_generation_is_read_not_left_out() -> None:
+    generations = Generations()
+    read = [
+        changelog_record(0, 41, 1_000.0),
+        # The group's offsets expired; a week later it starts again at generation 1.
+        changelog_record(1, 1, 1_000.0 + 7 * 86_400),
+        changelog_record(2, 1, 1_000.0 + 7 * 86_400 + 1),
+        changelog_record(3, 2, 1_000.0 + 7 * 86_400 + 2),
+    ]
+    assert [r.offset for r in generations.current("c", 0, read)] == [0, 1, 2, 3]
+
+
+def test_changelog_records_without_a_generation_are_always_kept() -> None:
+    generations = Generations()
+    read = [changelog_record(0, 9, 50.0), changelog_record(1, None, 10.0)]
+    assert [r.offset for r in generations.current("c", 0, read)] == [0, 1]
+    # Partitions are independent.
+    assert [r.offset for r in generations.current("c", 1, [changelog_record(0, 3, 1.0)])] == [0]

@@ -84,3 +84,9 @@ class Batch:
     is stored."""
     processed: int = 0
     """Events the engine processed (not invalid, not duplicates)."""
+    generation: int = 0
+    """The group generation the worker owned its partitions in when the batch began:
+    its changelog records are marked with it (worker/changelog.py)."""
+    session: int = 0
+    """How many times the worker had lost its partitions when the batch began
+    (worker/session.py): lost since, the batch leaves no state behind."""

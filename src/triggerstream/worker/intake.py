@@ -125,6 +125,13 @@ class Intake:
             ack(message)
             processed_offset[(message.topic, message.partition)] = message.offset + 1
 
+    def abandon(self, messages: list[Message]) -> None:
+        """A batch's input messages, processed by a worker that has since lost their
+        partitions: never acknowledged, no longer waited for."""
+        unacked = unacked_messages(self.app.consumer)
+        for message in messages:
+            unacked.discard(message)
+
     def give_back(self) -> None:
         """Drop what was read and not processed, unacknowledged (faust is about to wait
         for every message in hand: a rebalance or a stop)."""

@@ -91,6 +91,9 @@ class Lifecycle:
         self, sender: Any, *args: Any, signal: Any, **kwargs: Any
     ) -> None:
         self.assigned = True
+        app = self.worker.app
+        app.heard_from_group = time.monotonic()  # the group just answered
+        app.generation = app.group_generation()  # what this worker's writes are marked with
 
     async def partitions_revoked(self, sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
         self.assigned = False
@@ -171,7 +174,7 @@ class Lifecycle:
         acknowledgements = []
         for partition, key in strays:
             acknowledgements.append(await store.remove(partition, key))
-        await store.persisted(store.users, acknowledgements, {})
+        await store.persisted(store.users, acknowledgements, {}, self.worker.app.generation)
         log.warning(
             "deleted the state of %d user(s) kept off their home partition (murmur2 of the "
             "user_id), e.g. %r on partition %d: written before misrouted messages were "

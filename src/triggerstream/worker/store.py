@@ -408,10 +408,11 @@ class StateStore:
         table: Any,
         acknowledgements: list[Awaitable[Any] | None],
         reached: dict[tuple[Any, TP], int],
+        generation: int,
     ) -> None:
-        """Hand the queued changelog writes over, wait for a table's, and note the last
-        offset of each partition."""
-        await self.changelogs.hand_over(record_batches(self.app))
+        """Hand the queued changelog writes over, marked with the group generation they
+        were made in, wait for a table's, and note the last offset of each partition."""
+        await self.changelogs.hand_over(record_batches(self.app), generation)
         for acknowledgement in acknowledgements:
             if acknowledgement is not None:
                 metadata = await acknowledgement

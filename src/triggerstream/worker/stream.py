@@ -41,6 +41,7 @@ from triggerstream.topics import REPARTITION_TOPIC, TIMER_TICKS_TOPIC, partition
 from triggerstream.worker import metrics
 from triggerstream.worker.app import build_app
 from triggerstream.worker.batch import Batch, Read, Redo, TouchedUser
+from triggerstream.worker.changelog import Generations
 from triggerstream.worker.copurchases import CoPurchases
 from triggerstream.worker.forward import Forwarding
 from triggerstream.worker.inspector import Inspector
@@ -48,6 +49,7 @@ from triggerstream.worker.intake import Intake
 from triggerstream.worker.lifecycle import Lifecycle
 from triggerstream.worker.outputs import Origin, Outputs
 from triggerstream.worker.preflight import OUTPUTS, Layout
+from triggerstream.worker.session import SESSION_CHECK_INTERVAL, GroupSession
 from triggerstream.worker.store import StateStore
 from triggerstream.worker.timers import Timers
 from triggerstream.worker.web import add_routes
@@ -114,6 +116,9 @@ class TriggerWorker:
         self.waiting_notes: asyncio.Task[None] | None = None
         """The task of :meth:`Lifecycle.say_what_it_waits_for`, once started."""
         app.give_back = intake.give_back
+        self.session = GroupSession(self)
+        app.group_answered = self.session.answered
+        app.keep_changes = Generations().current  # late changelog records left out
         metrics.CONSUMER_LAG.source = self.consumer_lag
         add_routes(app, lifecycle.readiness, Inspector(self))
         # The inputs are not read by a faust agent: the consumer hands every fetch of
@@ -128,6 +133,7 @@ class TriggerWorker:
         app.timer(MAX_WAIT / 4, name="triggerstream.release_waiting")(self._release_waiting)
         watch = lifecycle.watch_rules if self.follower is None else lifecycle.follow_rules
         app.timer(RULES_CHECK_INTERVAL, name="triggerstream.watch_rules")(watch)
+        app.timer(SESSION_CHECK_INTERVAL, name="triggerstream.check_session")(self.session.check)
         app.timer(ERASURE_COMPACTION_INTERVAL, name="triggerstream.compact_erased")(
             store.compact_erased
         )
@@ -178,9 +184,14 @@ class TriggerWorker:
         share = max(1, BATCH_MESSAGES // max(1, len(partitions)))
         pending_ticks = ticks or []
         while True:
+            if not self.session.verdict.is_set():  # cut off from the group: wait
+                await self.session.verdict.wait()
+                if intake.giving_back:  # the partitions were lost meanwhile
+                    intake.abandon(pending_ticks)
+                    return
             full = False
             async with self.processing:
-                batch = Batch()
+                batch = Batch(generation=self.app.generation, session=self.session.lost)
                 began = time.perf_counter()
                 try:
                     for partition in sorted(partitions):
@@ -215,15 +226,47 @@ class TriggerWorker:
                 return  # what is left was given back
 
     async def _complete(self, batch: Batch) -> None:
+        """Make the batch durable (:meth:`_make_durable`), unless the group says
+        meanwhile that the worker is no longer a member (worker/session.py): the batch
+        is then abandoned at once. Its input is given back, its states forgotten, no
+        offset of a changelog remembered; the worker the group gave the partitions to
+        processes the input again, and what the batch wrote to the changelogs is left
+        out when they are read (worker/changelog.py). At once: a worker whose network was
+        cut waits out TCP's retransmission backoff (half a minute after a 30 s cut)
+        before its last writes are answered, and its rebalance would wait as long."""
+        if await self.session.unless_lost(self._make_durable(batch), batch.session):
+            return
+        self.store.recent.clear()  # states kept decoded were changed in place
+        self.store.changelogs.queued.clear()
+        self.intake.abandon(batch.messages)
+        log.info(
+            "a batch of %d message(s) abandoned: the worker lost its partitions while it "
+            "waited for the broker",
+            len(batch.messages),
+        )
+
+    async def _make_durable(self, batch: Batch) -> bool:
         """Once every record the batch sent is acknowledged, store the state of each
         user it changed, then acknowledge its input messages (their offsets become
-        committable): a crash before the end costs a redelivery, never an effect."""
+        committable): a crash before the end costs a redelivery, never an effect.
+        False, storing nothing more, once the worker lost its partitions since the
+        batch began (a worker cut off from its group waits for the verdict before it
+        stores anything, and before it acknowledges)."""
+        session = self.session
+
+        def lost() -> bool:
+            return session.lost != batch.session
+
         await self.outputs.settle(batch.deliveries)
+        if not await session.kept(batch.session):
+            return False
         # The co-purchase counts first, acknowledged before any user's state is sent;
         # their mark once every state is (worker/copurchases.py says why).
         reached: dict[tuple[Any, TP], int] = {}
         pairs = await self.copurchases.store_pairs(batch)
-        await self.store.persisted(self.copurchases.table, pairs, reached)
+        await self.store.persisted(self.copurchases.table, pairs, reached, batch.generation)
+        if lost():
+            return False
         # The event ids before the states that count them: a state stored says which
         # rows hold its ids, and those rows are on the broker by then.
         ids = [
@@ -233,11 +276,15 @@ class TriggerWorker:
             for (_, key), user in batch.users.items()
             if user.changed
         ]
-        await self.store.persisted(self.store.ids, ids, reached)
+        await self.store.persisted(self.store.ids, ids, reached, batch.generation)
+        if lost():
+            return False
         states = [
             await self._store(key, user) for (_, key), user in batch.users.items() if user.changed
         ]
-        await self.store.persisted(self.store.users, states, reached)
+        await self.store.persisted(self.store.users, states, reached, batch.generation)
+        if lost():
+            return False
         # An erased user's ids once the state without them is stored.
         erased = []
         for (_, key), user in batch.users.items():
@@ -245,15 +292,20 @@ class TriggerWorker:
                 erased += await self.store.erase_ids(
                     user.partition, key, user.state, user.processed
                 )
-        await self.store.persisted(self.store.ids, erased, reached)
+        await self.store.persisted(self.store.ids, erased, reached, batch.generation)
+        if lost():
+            return False
         marks = await self.copurchases.store_marks(batch)
-        await self.store.persisted(self.copurchases.table, marks, reached)
+        await self.store.persisted(self.copurchases.table, marks, reached, batch.generation)
+        if not await session.kept(batch.session):
+            return False
         # The changelogs hold every write before any input offset is acknowledged; the
         # offset each database has reached is remembered once per batch (faust's
         # recovery reads the changelog from there).
         for (table, tp), offset in reached.items():
             table.data.set_persisted_offset(tp, offset)
         self.intake.processed(batch.messages)
+        return True
 
     async def _release_waiting(self) -> None:
         """Once the consumer has had nothing for the worker for a while, an input the

@@ -27,7 +27,9 @@ from typing import Any, NamedTuple, cast
 
 import faust
 from aiokafka.client import AIOKafkaClient
+from aiokafka.conn import CloseReason
 from aiokafka.consumer import AIOKafkaConsumer
+from aiokafka.consumer.group_coordinator import GroupCoordinator
 from aiokafka.producer import AIOKafkaProducer
 from faust.stores.rocksdb import Store as RocksDBStore
 from faust.tables.base import Collection
@@ -64,6 +66,10 @@ PRIVATE = (
     # faust hard-codes a 1.5 s fetch wait; aiokafka's consumer is made inside faust.
     Private(faust_aiokafka.AIOKafkaConsumerThread, "_create_worker_consumer", ("transport",)),
     Private(faust_aiokafka.AIOKafkaConsumerThread, "_ensure_consumer", ()),
+    # aiokafka keeps the partitions of a member cut off from its group and tells no one:
+    # the worker watches its heartbeats, and asks to join again once they stopped.
+    Private(GroupCoordinator, "_do_heartbeat", ()),
+    Private(faust_aiokafka.AIOKafkaConsumerThread, "on_start", ()),
     # faust's transport has no setting for its consumer and producer classes.
     Private(faust.App, "_new_transport", ()),
     # Giving back unprocessed messages must happen before faust waits for them.
@@ -95,8 +101,15 @@ INSTANCE_ATTRIBUTES: dict[type, tuple[str, ...]] = {
         "_n_acked",
         "_stopped",  # mode's Service: its stop event
     ),
-    AIOKafkaConsumer: ("_fetch_max_wait_ms",),  # the fetch wait faust hard-codes
-    AIOKafkaClient: ("_topics",),  # the topics whose metadata it tracks
+    AIOKafkaConsumer: (
+        "_fetch_max_wait_ms",  # the fetch wait faust hard-codes
+        "_coordinator",  # its group coordinator, whose heartbeats the worker watches
+    ),
+    GroupCoordinator: ("generation",),  # marks the worker's changelog records
+    AIOKafkaClient: (
+        "_topics",  # the topics whose metadata it tracks
+        "_conns",  # its connections, closed after a cut (reconnect_producer)
+    ),
     Recovery: (  # the recovery's progress, advanced by the batched changelog reader
         "_active_events_received_at",
         "_standby_events_received_at",
@@ -202,6 +215,21 @@ def paused_for_buffer(consumer: Any) -> set[TP]:
 def record_batches(app: faust.App) -> AIOKafkaProducer:
     """aiokafka's producer under faust's, for its record batches (faust has none)."""
     return cast(AIOKafkaProducer, cast(Any, app.producer)._ensure_producer())
+
+
+def reconnect_producer(app: faust.App) -> int:
+    """Close every connection of aiokafka's producer (how many): a connection that was
+    cut waits out TCP's retransmission backoff before what it holds is answered (half a
+    minute after a 30 s cut), and faust's commit, and with it a rebalance, waits for
+    every record in flight. Closed, aiokafka sends those records again at once on new
+    connections. aiokafka has no public way to drop one connection."""
+    producer = record_batches(app)
+    client = producer.client
+    require(client, AIOKafkaClient)
+    connections = list(cast(Any, client)._conns.values())
+    for connection in connections:
+        connection.close(reason=CloseReason.CONNECTION_BROKEN)
+    return len(connections)
 
 
 def trust_source_topics(table: CollectionT, topics: tuple[str, ...]) -> None:

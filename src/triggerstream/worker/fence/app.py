@@ -42,6 +42,35 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         consumer._fetch_max_wait_ms = int(cast(FencedApp, self.app).fetch_max_wait * 1000)
         return consumer
 
+    async def on_start(self) -> None:
+        """aiokafka's consumer started, its heartbeats are watched: the group has no
+        other way to tell a worker cut off from it that it is out (aiokafka keeps the
+        partitions of a member whose session expired, and says nothing). Each answer is
+        passed on to the worker's loop: still a member, or not (the coordinator did not
+        know the worker's generation: aiokafka resets it, and joins again)."""
+        await super().on_start()
+        consumer = self._ensure_consumer()
+        require(consumer, AIOKafkaConsumer)
+        coordinator = consumer._coordinator
+        if coordinator is None:  # no group (never so for the worker)
+            return
+        app = cast(FencedApp, self.app)
+        beat = coordinator._do_heartbeat
+        worker_loop = self.parent_loop
+
+        async def heartbeat() -> bool:
+            generation = coordinator.generation
+            answered = bool(await beat())
+            if answered:
+                app.heard_from_group = time.monotonic()
+                worker_loop.call_soon_threadsafe(app.group_answered, True)
+            elif generation > 0 and coordinator.generation != generation:
+                worker_loop.call_soon_threadsafe(app.group_answered, False)
+            return answered
+
+        coordinator._do_heartbeat = heartbeat
+        app.group_generation = lambda: int(coordinator.generation)
+
     async def seek_to_committed(self) -> Mapping[TP, int]:
         return cast(Mapping[TP, int], await self.call_thread(self._seek_to_committed))
 
@@ -315,6 +344,19 @@ class FencedApp(faust.App):
         """Takes every message of a fetch from ``batch_topics`` (None: faust's agents
         get them one at a time)."""
         self.batch_topics: frozenset[str] = frozenset()
+        self.heard_from_group = time.monotonic()
+        """When the group coordinator last answered a heartbeat (or gave partitions)."""
+        self.group_answered: Callable[[bool], None] = lambda member: None
+        """Called on the app's loop when the group coordinator answered a heartbeat:
+        whether it still counts the worker a member."""
+        self.group_generation: Callable[[], int] = lambda: 0
+        """The consumer group's generation, as the consumer last joined it."""
+        self.generation = 0
+        """The group generation the worker's partitions were assigned in."""
+        self.keep_changes: Callable[[str, int, list[Message]], list[Message]] = (
+            lambda topic, partition, messages: messages
+        )
+        """Of a fetch of one changelog partition, the messages to apply."""
 
     def refuse_state_ahead(self, topic: str, partition: int, stored: int, end: int) -> None:
         """Kept state is ahead of its changelog: the worker says why and stops."""
@@ -344,17 +386,18 @@ class FencedApp(faust.App):
             else:
                 continue
             recovered = offsets.get(tp)
-            fresh = [
-                _Change(message)
-                for message in messages
-                if recovered is None or message.offset > recovered
-            ]
-            if not fresh:
+            unread = [m for m in messages if recovered is None or m.offset > recovered]
+            if not unread:
                 continue
-            # faust's stores read only the event's message.
-            recovery.tp_to_table[tp].apply_changelog_batch(cast(list[EventT[Any]], fresh))
-            offsets[tp] = fresh[-1].message.offset
+            kept = self.keep_changes(tp.topic, tp.partition, unread)
+            offsets[tp] = unread[-1].offset
             received_at[tp] = now
+            table = recovery.tp_to_table[tp]
+            if kept:
+                # faust's stores read only the event's message.
+                table.apply_changelog_batch(cast(list[EventT[Any]], [_Change(m) for m in kept]))
+            if len(kept) < len(unread):  # read past what was left out, for good
+                cast(Any, table).data.set_persisted_offset(tp, unread[-1].offset)
         recovery._last_flush_at = now
         if recovery.in_recovery and not recovery.need_recovery():
             # As faust's recovery loop does once the actives have caught up.
