@@ -4,18 +4,24 @@ worker wrote late."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import struct
+import time
 from types import SimpleNamespace
+from typing import Any, cast
 
 import faust
 import pytest
 from pydantic import SecretStr
 
 from triggerstream.settings import Settings
+from triggerstream.worker import session as session_module
 from triggerstream.worker.app import build_app, credentials, rocksdb_options
 from triggerstream.worker.changelog import GENERATION, Generations
 from triggerstream.worker.merge import FIRST, EventTimeMerge
 from triggerstream.worker.schedule import RETRY_AFTER, TimerSchedule
+from triggerstream.worker.session import GroupSession
 
 TOPICS = ["usage", "purchase", "profile"]
 
@@ -254,3 +260,67 @@ def test_changelog_records_without_a_generation_are_always_kept() -> None:
     assert [r.offset for r in generations.current("c", 0, read)] == [0, 1]
     # Partitions are independent.
     assert [r.offset for r in generations.current("c", 1, [changelog_record(0, 3, 1.0)])] == [0]
+
+
+def a_session(monkeypatch: pytest.MonkeyPatch) -> tuple[GroupSession, SimpleNamespace]:
+    """A worker's group session over the parts it touches; the producer's connections
+    count the times they are reopened."""
+    reopened: list[object] = []
+    monkeypatch.setattr(session_module, "reconnect_producer", reopened.append)
+    given_back: list[bool] = []
+    worker = SimpleNamespace(
+        lifecycle=SimpleNamespace(ready=True, assigned=True, partitions=[0, 1]),
+        app=SimpleNamespace(heard_from_group=time.monotonic() - 7.0),
+        settings=SimpleNamespace(session_timeout=6.0, kafka_bootstrap="kafka:9092"),
+        intake=SimpleNamespace(give_back=lambda: given_back.append(True)),
+        reopened=reopened,
+        given_back=given_back,
+    )
+    return GroupSession(cast(Any, worker)), worker
+
+
+async def test_a_worker_silent_past_its_session_stops_until_the_group_answers(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "triggerstream.worker")
+    session, worker = a_session(monkeypatch)
+    await session.check()
+    assert not worker.lifecycle.ready
+    assert "cut off from the group" in caplog.text
+    kept = asyncio.ensure_future(session.kept(0))
+    await asyncio.sleep(0.01)
+    assert not kept.done(), "a batch must wait for the group's verdict"
+    session.answered(True)  # a broker back: still a member
+    assert await kept
+    assert worker.lifecycle.ready
+    assert worker.reopened, "the producer's cut connections are reopened"
+    assert not worker.given_back
+    assert "still a member" in caplog.text
+
+
+async def test_a_batch_is_left_behind_as_soon_as_the_partitions_are_lost(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    session, worker = a_session(monkeypatch)
+    await session.check()
+    acknowledged = asyncio.Event()
+
+    async def storing() -> bool:
+        await acknowledged.wait()  # the broker's answer, after TCP's backoff
+        return await session.kept(0)
+
+    outcome = asyncio.ensure_future(session.unless_lost(storing(), session.lost))
+    await asyncio.sleep(0.01)
+    session.answered(False)  # the group gave the partitions on
+    assert await asyncio.wait_for(outcome, 1) is False
+    assert worker.given_back
+    assert not worker.lifecycle.ready
+    assert "lost its partitions [0, 1]" in caplog.text
+
+    # A batch begun after the loss keeps what it does.
+    async def stored() -> bool:
+        return await session.kept(session.lost)
+
+    assert await session.unless_lost(stored(), session.lost) is True
+    acknowledged.set()  # the one left behind ends too, and stores nothing
+    await asyncio.sleep(0.01)
