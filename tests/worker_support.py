@@ -334,9 +334,19 @@ def assert_the_policy_beyond_the_anchors_is_at_work(decided: list[dict[str, Any]
     )
 
 
+def month_start() -> dt.datetime:
+    """Where the tests' month of traffic begins: midnight (UTC) 45 days ago, so that it
+    ended two weeks ago (every timer due by now) and is the same month whatever the hour
+    a test runs. Begun at the hour of the run, the demo's month decided differently by
+    the hour: run at 16:17, none of its deferred offers was released."""
+    return (dt.datetime.now(dt.UTC) - dt.timedelta(days=45)).replace(
+        hour=0, minute=0, second=0, microsecond=0
+    )
+
+
 def traffic(path: Path, events: int, users: int) -> Path:
     """A month of realistic traffic that ended two weeks ago (every timer due by now)."""
-    start = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(days=45)
+    start = month_start()
     path.write_bytes(b"".join(line + b"\n" for line in history(events, users, 11, start)))
     return path
 

@@ -16,6 +16,7 @@ import yaml
 from aiokafka import AIOKafkaProducer
 
 from tests.reliability.respect import read_events
+from tests.worker_support import month_start
 from triggerstream.settings import Settings
 from triggerstream.traffic import history
 
@@ -25,7 +26,7 @@ def respectful_traffic(path: Path, events: int, users: int, seed: int = 11) -> P
     for a third of the users some changes of heart in it: a channel's consent withdrawn
     or granted, an unsubscribe from email or push, offers opted out of (and sometimes
     back in), every offer snoozed for a few days. Written in event time order."""
-    start = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(days=45)
+    start = month_start()
     lines = [orjson.loads(line) for line in history(events, users, seed, start)]
     rng = random.Random(seed)
     span = 30 * 86400
