@@ -324,3 +324,26 @@ async def test_a_batch_is_left_behind_as_soon_as_the_partitions_are_lost(
     assert await session.unless_lost(stored(), session.lost) is True
     acknowledged.set()  # the one left behind ends too, and stores nothing
     await asyncio.sleep(0.01)
+
+
+async def test_a_worker_cut_off_gives_up_its_batch_when_faust_waits_for_it(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    session, worker = a_session(monkeypatch)
+    session.give_up()  # a stop while the group answers: nothing to give up
+    assert session.lost == 0
+    await session.check()
+    storing = asyncio.Event()
+
+    async def stuck() -> bool:
+        await storing.wait()  # the broker cannot be reached
+        return True
+
+    outcome = asyncio.ensure_future(session.unless_lost(stuck(), session.lost))
+    await asyncio.sleep(0.01)
+    session.give_up()  # SIGTERM while cut off: faust waits for every message in hand
+    assert await asyncio.wait_for(outcome, 1) is False
+    assert worker.given_back
+    assert "it gives them up to stop or rebalance" in caplog.text
+    storing.set()
+    await asyncio.sleep(0.01)

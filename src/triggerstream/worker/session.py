@@ -115,25 +115,46 @@ class GroupSession:
                 lifecycle.partitions,
             )
         else:
-            self.cut_off_at = None
-            self.lost += 1
-            if self._next_loss is not None and not self._next_loss.done():
-                self._next_loss.set_result(None)
-            partitions = lifecycle.partitions
-            lifecycle.ready = False
-            metrics.READY.set(0)
-            self.worker.intake.give_back()
-            if not partitions and cut_off_at is None:
-                self.verdict.set()
-                return  # joining (or between two assignments): nothing was lost
-            log.warning(
-                "lost its partitions %s: the group no longer counts this worker a member "
-                "(%s), and has given them to other workers; it joins the group again and "
-                "takes what it is given",
-                partitions,
-                f"no heartbeat answered for {away:.1f}s" if cut_off_at else "its session expired",
+            since = f"no heartbeat answered for {away:.1f}s" if cut_off_at else "session expired"
+            self._lose(
+                f"the group no longer counts this worker a member ({since}), and has given "
+                "them to other workers; it joins the group again and takes what it is given",
+                quiet=cut_off_at is None,
             )
         self.verdict.set()
+
+    def give_up(self) -> None:
+        """faust is about to wait for every message in hand: the worker stops, or a
+        rebalance begins. Cut off from its group, the worker cannot finish its batch
+        before the group answers, and would wait as long as the cut lasts: it counts
+        its partitions lost instead (the batch is abandoned, its input read again by
+        whoever owns the partitions next)."""
+        cut_off_at = self.cut_off_at
+        if cut_off_at is None:
+            return
+        self._lose(
+            f"cut off from the group for {time.monotonic() - cut_off_at:.1f}s, it gives "
+            "them up to stop or rebalance; what it had not stored is read again by whoever "
+            "owns them next",
+            quiet=False,
+        )
+        self.verdict.set()
+
+    def _lose(self, why: str, quiet: bool) -> None:
+        """The partitions are lost: a batch under way is abandoned, what was read and
+        not processed given back."""
+        lifecycle = self.worker.lifecycle
+        partitions = lifecycle.partitions
+        self.cut_off_at = None
+        self.lost += 1
+        if self._next_loss is not None and not self._next_loss.done():
+            self._next_loss.set_result(None)
+        lifecycle.ready = False
+        metrics.READY.set(0)
+        self.worker.intake.give_back()
+        if quiet and not partitions:
+            return  # joining (or between two assignments): nothing was lost
+        log.warning("lost its partitions %s: %s", partitions, why)
 
     async def kept(self, session: int) -> bool:
         """Whether a batch begun when the worker had lost its partitions ``session``

@@ -115,8 +115,8 @@ class TriggerWorker:
         self.lifecycle = lifecycle = Lifecycle(self)
         self.waiting_notes: asyncio.Task[None] | None = None
         """The task of :meth:`Lifecycle.say_what_it_waits_for`, once started."""
-        app.give_back = intake.give_back
         self.session = GroupSession(self)
+        app.give_back = self._give_back
         app.group_answered = self.session.answered
         app.keep_changes = Generations().current  # late changelog records left out
         metrics.CONSUMER_LAG.source = self.consumer_lag
@@ -244,6 +244,13 @@ class TriggerWorker:
             "waited for the broker",
             len(batch.messages),
         )
+
+    def _give_back(self) -> None:
+        """faust is about to wait for every message in hand (a stop, a rebalance): what
+        was read and not processed is given back, and a worker cut off from its group
+        gives up its batch under way too (worker/session.py)."""
+        self.session.give_up()
+        self.intake.give_back()
 
     async def _make_durable(self, batch: Batch) -> bool:
         """Once every record the batch sent is acknowledged, store the state of each
